@@ -1,0 +1,191 @@
+"""Conversation templates: turns -> prompt text -> token ids + supervision labels.
+
+The supervision mask comes from character offsets of the rendered prompt, never from token-count heuristics: a
+token is supervised iff it lies inside an assistant answer span (answer + stop marker). A token that straddles a
+span boundary is a tokenization mismatch and raises an error naming the record, instead of silently masking the
+whole sample out as the original code did.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from .tokenizer import IMAGE_TOKEN
+
+IGNORE_INDEX = -100
+
+
+class ConversationError(ValueError):
+    """A record that cannot be turned into a training example; the message names the record."""
+
+
+@dataclass(frozen=True)
+class Template:
+    """How turns become one string. style: "v0" (the paper), "v1" (Vicuna v1.1 / LLaVA-1.5) or "plain"."""
+
+    name: str
+    style: str
+    system: str = ""
+    roles: tuple[str, str] = ("Human", "Assistant")
+    sep: str = "###"
+    stop: str = "###"  # what ends an answer: supervised, and where generation stops
+
+    def render(self, turns: list[tuple[str, str]], generation_prompt: bool = False) -> tuple[str, list[tuple[int, int]]]:
+        """Render (role, message) turns, role in {"human", "gpt"}; return text and supervised (start, end) spans.
+
+        With `generation_prompt`, the text ends where the assistant is to begin its answer.
+        """
+        _check_roles(turns, generation_prompt)
+        user, assistant = self.roles
+        spans: list[tuple[int, int]] = []
+        if self.style == "plain":  # stage-1 "plain" format of the later code: <image> + caption + "\n"
+            if len(turns) > 2:
+                raise ConversationError("the plain template takes one human turn and one answer")
+            text = IMAGE_TOKEN if IMAGE_TOKEN in turns[0][1] else ""
+            if len(turns) == 2:
+                spans.append((len(text), len(text) + len(turns[1][1]) + 1))
+                text += turns[1][1] + "\n"
+            return text, spans
+        if self.style == "v0":
+            text = self.system + self.sep
+            for role, msg in turns:
+                if role == "human":
+                    text += f"{user}: {msg}{self.sep}"
+                else:
+                    text += f"{assistant}:"
+                    start = len(text)
+                    text += f" {msg}{self.stop}"
+                    spans.append((start, len(text)))
+            if generation_prompt:
+                text += f"{assistant}:"
+            return text, spans
+        if self.style == "v1":
+            text = self.system + " "
+            for role, msg in turns:
+                if role == "human":
+                    text += f"{user}: {msg} "
+                else:
+                    text += f"{assistant}:"
+                    start = len(text)
+                    text += f" {msg}{self.stop}"
+                    spans.append((start, len(text)))
+            if generation_prompt:
+                text += f"{assistant}:"
+            return text, spans
+        raise ValueError(f"unknown template style {self.style!r}")
+
+
+def _check_roles(turns: list[tuple[str, str]], generation_prompt: bool) -> None:
+    if not turns:
+        raise ConversationError("no turns")
+    for i, (role, msg) in enumerate(turns):
+        expected = "human" if i % 2 == 0 else "gpt"
+        if role != expected:
+            raise ConversationError(f"turn {i} is from {role!r}, expected {expected!r} (turns must alternate)")
+        if not msg.strip():
+            raise ConversationError(f"turn {i} is empty")
+    if generation_prompt and turns[-1][0] != "human":
+        raise ConversationError("a generation prompt must end with a human turn")
+
+
+TEMPLATES: dict[str, Template] = {
+    "v0": Template(
+        name="v0",
+        style="v0",
+        system="A chat between a curious human and an artificial intelligence assistant. "
+        "The assistant gives helpful, detailed, and polite answers to the human's questions.",
+        roles=("Human", "Assistant"),
+        sep="###",
+        stop="###",
+    ),
+    "v1": Template(
+        name="v1",
+        style="v1",
+        system="A chat between a curious user and an artificial intelligence assistant. "
+        "The assistant gives helpful, detailed, and polite answers to the user's questions.",
+        roles=("USER", "ASSISTANT"),
+        sep=" ",
+        stop="</s>",
+    ),
+    "plain": Template(name="plain", style="plain", stop="\n"),
+}
+
+
+@dataclass
+class Example:
+    """One tokenized training example; labels are unshifted, IGNORE_INDEX where unsupervised."""
+
+    input_ids: torch.Tensor  # (t,)
+    labels: torch.Tensor  # (t,)
+    n_images: int = 0
+    meta: dict = field(default_factory=dict)
+
+
+def tokenize_turns(
+    turns: list[tuple[str, str]],
+    tokenizer,
+    template: Template,
+    num_image_tokens: int,
+    max_len: int | None = None,
+    record: str = "?",
+) -> Example:
+    """Render, tokenize, expand each <image> into `num_image_tokens` placeholders, and build labels from offsets."""
+    try:
+        text, spans = template.render(turns)
+    except ConversationError as exc:
+        raise ConversationError(f"record {record}: {exc}") from None
+    return tokenize_text(text, spans, tokenizer, num_image_tokens, max_len, record)
+
+
+def tokenize_text(text, spans, tokenizer, num_image_tokens, max_len=None, record="?") -> Example:
+    enc = tokenizer(text, return_offsets_mapping=True, add_special_tokens=True)
+    ids: list[int] = enc["input_ids"]
+    image_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+    labels = [IGNORE_INDEX] * len(ids)
+    for i, (s, e) in enumerate(enc["offset_mapping"]):
+        if e <= s:  # special tokens added by the tokenizer (BOS) have empty offsets
+            continue
+        for a, b in spans:
+            if a <= s and e <= b:
+                labels[i] = ids[i]
+                break
+            if s < a < e or s < b < e:
+                raise ConversationError(
+                    f"record {record}: tokenization mismatch: token {tokenizer.convert_ids_to_tokens(ids[i])!r} "
+                    f"at characters {s}-{e} straddles the supervised span {a}-{b}"
+                )
+    n_supervised_chars = sum(b - a for a, b in spans)
+    if spans and all(lab == IGNORE_INDEX for lab in labels):
+        raise ConversationError(f"record {record}: no token is supervised ({n_supervised_chars} answer chars)")
+    # each <image> becomes num_image_tokens placeholders; the model writes visual tokens into them (Alg 2)
+    out_ids: list[int] = []
+    out_labels: list[int] = []
+    n_images = 0
+    for tok, lab in zip(ids, labels):
+        if tok == image_id:
+            n_images += 1
+            out_ids += [image_id] * num_image_tokens
+            out_labels += [IGNORE_INDEX] * num_image_tokens
+        else:
+            out_ids.append(tok)
+            out_labels.append(lab)
+    if max_len is not None and len(out_ids) > max_len:
+        raise ConversationError(f"record {record}: {len(out_ids)} tokens is longer than max_len={max_len}")
+    return Example(torch.tensor(out_ids), torch.tensor(out_labels), n_images)
+
+
+def pad_batch(examples: list[Example], pad_id: int, side: str = "right") -> dict[str, torch.Tensor]:
+    """Stack examples into (b, t) tensors; right padding for training, left for batched generation."""
+    t = max(len(ex.input_ids) for ex in examples)
+    input_ids = torch.full((len(examples), t), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), t), IGNORE_INDEX, dtype=torch.long)
+    attention_mask = torch.zeros((len(examples), t), dtype=torch.long)
+    for row, ex in enumerate(examples):
+        n = len(ex.input_ids)
+        sl = slice(0, n) if side == "right" else slice(t - n, t)
+        input_ids[row, sl] = ex.input_ids
+        labels[row, sl] = ex.labels
+        attention_mask[row, sl] = 1
+    return {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}

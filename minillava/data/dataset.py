@@ -1,0 +1,196 @@
+"""Datasets and Lightning DataModules over LLaVA JSON: instruction data, text-only chats, image-caption pairs.
+
+Every record is tokenized when the data is set up, so a bad record (wrong roles, missing image, too long, ...)
+stops the run before training starts, with an error naming the record and the file.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import lightning as L
+import torch
+from open_clip import image_transform
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from ..conversation import IGNORE_INDEX, TEMPLATES, ConversationError, Example, pad_batch, tokenize_turns
+from ..tokenizer import load_tokenizer
+from .generate import load_llava_json
+
+# OpenAI CLIP's pixel statistics; our toy tower is trained with the same normalisation
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def clip_transform(image_size: int):
+    """PIL image -> normalised (3, H, W) tensor: resize the short side, centre crop, normalise (CLIP eval)."""
+    return image_transform(image_size, is_train=False, mean=CLIP_MEAN, std=CLIP_STD)
+
+
+def load_image(folder: Path, name: str, record: str, transform) -> torch.Tensor:
+    path = folder / name
+    try:
+        with Image.open(path) as im:
+            return transform(im.convert("RGB"))
+    except (OSError, ValueError) as exc:
+        raise FileNotFoundError(f"record {record}: cannot read image {path}: {exc}") from None
+
+
+def record_turns(rec: dict) -> list[tuple[str, str]]:
+    return [(turn["from"], turn["value"]) for turn in rec["conversations"]]
+
+
+class LlavaDataset(Dataset):
+    """LLaVA JSON records -> tokenized examples with their image (or none for text-only records)."""
+
+    def __init__(
+        self,
+        json_path: str | Path,
+        image_folder: str | Path | None,
+        tokenizer,
+        template: str = "v0",
+        num_image_tokens: int = 256,
+        image_size: int = 224,
+        max_len: int = 2048,
+        supervise: str = "answers",  # "answers": assistant turns only (LLaVA); "all": every token (LM pretraining)
+        limit: int | None = None,
+    ) -> None:
+        self.json_path = Path(json_path)
+        self.image_folder = Path(image_folder) if image_folder else None
+        self.transform = clip_transform(image_size)
+        records = load_llava_json(self.json_path)[:limit]
+        self.records = records
+        self.examples: list[Example] = []
+        self.pad_id = tokenizer.pad_token_id
+        template_ = TEMPLATES[template]
+        for rec in records:
+            name = f"{rec['id']} of {self.json_path}"
+            ex = tokenize_turns(record_turns(rec), tokenizer, template_, num_image_tokens, max_len, record=name)
+            if ex.n_images != (1 if "image" in rec else 0):
+                raise ConversationError(f"record {name}: {ex.n_images} <image> tokens after tokenization")
+            if "image" in rec:
+                if self.image_folder is None:
+                    raise ConversationError(f"record {name} has an image but no image folder was given")
+                if not (self.image_folder / rec["image"]).is_file():
+                    raise FileNotFoundError(f"record {name}: image {self.image_folder / rec['image']} not found")
+            if supervise == "all":
+                ex.labels = torch.where(ex.input_ids == tokenizer.convert_tokens_to_ids("<image>"),
+                                        IGNORE_INDEX, ex.input_ids)
+            ex.meta = {"id": rec["id"], "image": rec.get("image")}
+            self.examples.append(ex)
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, i: int) -> tuple[Example, torch.Tensor | None]:
+        ex = self.examples[i]
+        image = None
+        if ex.meta["image"] is not None:
+            image = load_image(self.image_folder, ex.meta["image"], f"{ex.meta['id']} of {self.json_path}",
+                               self.transform)
+        return ex, image
+
+    def collate(self, items: list[tuple[Example, torch.Tensor | None]]) -> dict[str, torch.Tensor]:
+        batch = pad_batch([ex for ex, _ in items], self.pad_id, side="right")
+        images = [img for _, img in items if img is not None]
+        if images:
+            batch["pixel_values"] = torch.stack(images)  # (m, c, H, W), in placeholder order
+        return batch
+
+
+class LlavaDataModule(L.LightningDataModule):
+    """Train (and optional validation) LLaVA JSON files with an image folder, for stage 1, stage 2 or text-only."""
+
+    def __init__(
+        self,
+        train_json: str,
+        tokenizer: str,
+        image_folder: str | None = None,
+        val_json: str | None = None,
+        template: str = "v0",
+        num_image_tokens: int = 256,
+        image_size: int = 224,
+        max_len: int = 2048,
+        supervise: str = "answers",
+        batch_size: int = 16,
+        num_workers: int = 0,
+        limit: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.train_set: LlavaDataset | None = None
+        self.val_set: LlavaDataset | None = None
+
+    def _dataset(self, path: str) -> LlavaDataset:
+        h = self.hparams
+        tok = load_tokenizer(h.tokenizer)
+        return LlavaDataset(path, h.image_folder, tok, h.template, h.num_image_tokens, h.image_size, h.max_len,
+                            h.supervise, h.limit)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is None:
+            self.train_set = self._dataset(self.hparams.train_json)
+        if self.hparams.val_json and self.val_set is None:
+            self.val_set = self._dataset(self.hparams.val_json)
+
+    def _loader(self, ds: LlavaDataset, shuffle: bool) -> DataLoader:
+        return DataLoader(ds, batch_size=self.hparams.batch_size, shuffle=shuffle, collate_fn=ds.collate,
+                          num_workers=self.hparams.num_workers, drop_last=shuffle and len(ds) > self.hparams.batch_size)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader | list:
+        return [] if self.val_set is None else self._loader(self.val_set, shuffle=False)
+
+
+class CaptionDataset(Dataset):
+    """Image-caption pairs for contrastive CLIP training (toy stage 0)."""
+
+    def __init__(self, contexts_json: str | Path, image_folder: str | Path, tokenizer, image_size: int,
+                 context_length: int = 64, split: str = "train") -> None:
+        contexts: dict[str, str] = json.loads(Path(contexts_json).read_text())
+        self.items = [(sid, ctx.split("\n\n")[0].split("\n")) for sid, ctx in contexts.items()
+                      if sid.startswith(split)]
+        if not self.items:
+            raise ValueError(f"{contexts_json} has no scenes of split {split!r}")
+        self.image_folder = Path(image_folder)
+        self.tokenizer = tokenizer
+        self.transform = clip_transform(image_size)
+        self.context_length = context_length
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def encode_text(self, text: str) -> torch.Tensor:
+        """Caption -> (context_length,) ids ending in EOS (the text tower pools at EOS), padded with PAD."""
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"][: self.context_length - 1]
+        ids = ids + [self.tokenizer.eos_token_id]
+        return torch.tensor(ids + [self.tokenizer.pad_token_id] * (self.context_length - len(ids)))
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        sid, caps = self.items[i]
+        image = load_image(self.image_folder, f"{sid}.png", sid, self.transform)
+        # all captions together: one caption alone ("Three shapes on a plain background.") is shared by many
+        # scenes, which leaves a contrastive loss little to learn from; CLIP's context window truncates the rest
+        return image, self.encode_text(" ".join(caps))
+
+
+class CaptionDataModule(L.LightningDataModule):
+    def __init__(self, contexts_json: str, image_folder: str, tokenizer: str, image_size: int = 32,
+                 context_length: int = 64, batch_size: int = 128, num_workers: int = 0) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.train_set: CaptionDataset | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        h = self.hparams
+        if self.train_set is None:
+            self.train_set = CaptionDataset(h.contexts_json, h.image_folder, load_tokenizer(h.tokenizer),
+                                            h.image_size, h.context_length)
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(self.train_set, batch_size=self.hparams.batch_size, shuffle=True, drop_last=True,
+                          num_workers=self.hparams.num_workers)

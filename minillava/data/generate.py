@@ -1,0 +1,221 @@
+"""Write the toy data sets in LLaVA's JSON format.
+
+Files (all deterministic for a given config):
+- images/<scene id>.png   train and eval images
+- stage1.json             feature-alignment pre-training: one caption pair per train image
+- stage2.json             visual instruction tuning: conversation / detail / complex, mixed
+                          in the paper's 58K : 23K : 77K proportions
+- eval.json               short-answer questions about eval images, with exact answers
+- lm.json                 text-only corpus for pre-training the toy language model: the
+                          teacher's data with the symbolic context in place of the image
+- contexts.json           {scene id: symbolic context} for train and eval scenes
+
+A LLaVA record: {"id", "image", "conversations": [{"from": "human", "value": "<image>\\n..."},
+{"from": "gpt", "value": "..."}, ...]}; "<image>" appears once, at the start of the first turn.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from minillava.data.teacher import ToyTeacher
+from minillava.data.world import Scene, WorldConfig, make_scenes, render, symbolic_context
+
+IMAGE_TOKEN = "<image>"
+STAGE2_KINDS = ("conv", "detail", "complex")
+
+
+@dataclass
+class ToyDataConfig:
+    n_train: int = 4000
+    n_eval: int = 200
+    n_lm: int = 6000
+    seed: int = 0
+    mix: tuple[float, float, float] = (58, 23, 77)  # conv : detail : complex, as the paper's 58K/23K/77K
+    world: WorldConfig = field(default_factory=WorldConfig)
+    # Share of lm.json that is caption pairs; the rest follows `mix`. Captions are
+    # there so the language model has seen stage-1 text before stage 1.
+    lm_caption_share: float = 0.25
+
+    def __post_init__(self) -> None:
+        for name in ("n_train", "n_eval", "n_lm"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if len(self.mix) != 3 or min(self.mix) < 0 or sum(self.mix) <= 0:
+            raise ValueError(f"mix must be 3 non-negative weights with a positive sum, got {self.mix}")
+        if not 0 <= self.lm_caption_share <= 1:
+            raise ValueError(f"lm_caption_share must be in [0, 1], got {self.lm_caption_share}")
+
+
+def _record(record_id: str, kind: str, turns: list[tuple[str, str]], prefix: str, image: str | None) -> dict:
+    """A LLaVA record; `prefix` (the image token or the text context) opens the first question."""
+    record: dict[str, Any] = {"id": record_id}
+    if image is not None:
+        record["image"] = image
+    record["kind"] = kind
+    conversations = []
+    for i, (question, answer) in enumerate(turns):
+        conversations.append({"from": "human", "value": prefix + question if i == 0 else question})
+        conversations.append({"from": "gpt", "value": answer})
+    record["conversations"] = conversations
+    return record
+
+
+def _turns(teacher: ToyTeacher, kind: str, context: str, rng: random.Random) -> list[tuple[str, str]]:
+    if kind == "conv":
+        return teacher.conversation(context, rng)
+    if kind == "detail":
+        return [teacher.detail(context, rng)]
+    if kind == "complex":
+        return [teacher.complex(context, rng)]
+    return [teacher.caption(context, rng)]
+
+
+def _scene_rng(purpose: str, scene: Scene) -> random.Random:
+    # One rng per (purpose, scene): a record does not depend on how many scenes
+    # came before it, so growing n_train keeps the existing records unchanged.
+    return random.Random(f"{purpose}/{scene.seed}")
+
+
+def _write_json(path: Path, data: list | dict) -> None:
+    # One record per line: still valid JSON, easy to read and diff, and written by
+    # json's fast C encoder (indent=... falls back to the slow pure-Python one).
+    if isinstance(data, dict):
+        items = [f"{json.dumps(k)}: {json.dumps(v, ensure_ascii=False)}" for k, v in data.items()]
+        open_, close = "{", "}"
+    else:
+        items = [json.dumps(r, ensure_ascii=False) for r in data]
+        open_, close = "[", "]"
+    body = ",\n".join(items)
+    path.write_text(f"{open_}\n{body}\n{close}\n" if items else f"{open_}{close}\n", encoding="utf-8")
+
+
+def generate_toy_data(out_dir: Path, cfg: ToyDataConfig, progress: bool = False) -> dict[str, Path]:
+    out_dir = Path(out_dir)
+    images_dir = out_dir / "images"
+    images_dir.mkdir(parents=True, exist_ok=True)
+    teacher = ToyTeacher(cfg.world.n_columns)
+    train = make_scenes("train", cfg.n_train, cfg.seed, cfg.world)
+    evals = make_scenes("eval", cfg.n_eval, cfg.seed, cfg.world)
+    lm = make_scenes("lm", cfg.n_lm, cfg.seed, cfg.world)
+
+    bar = None
+    if progress:
+        from tqdm import tqdm  # lazy: only needed for the progress bar
+
+        bar = tqdm(total=len(train) + len(evals) + len(lm), desc="toy data", unit="scene")
+
+    contexts: dict[str, str] = {}
+    stage1, stage2, eval_items, lm_records = [], [], [], []
+    image_prefix = IMAGE_TOKEN + "\n"
+
+    for scene in train:
+        context = contexts[scene.id] = symbolic_context(scene, cfg.world)
+        image = f"{scene.id}.png"
+        render(scene, cfg.world).save(images_dir / image)
+        pair = teacher.caption(context, _scene_rng("stage1", scene))
+        stage1.append(_record(scene.id, "caption", [pair], image_prefix, image))
+        rng = _scene_rng("stage2", scene)
+        kind = rng.choices(STAGE2_KINDS, weights=cfg.mix)[0]
+        turns = _turns(teacher, kind, context, rng)
+        stage2.append(_record(f"{scene.id}-{kind}", kind, turns, image_prefix, image))
+        if bar:
+            bar.update()
+
+    for scene in evals:
+        context = contexts[scene.id] = symbolic_context(scene, cfg.world)
+        image = f"{scene.id}.png"
+        render(scene, cfg.world).save(images_dir / image)
+        for q in teacher.eval_questions(context, _scene_rng("eval", scene)):
+            eval_items.append({
+                "id": f"{scene.id}-{q.kind}", "image": image, "kind": q.kind,
+                "question": q.question, "answer": q.answer,
+            })
+        if bar:
+            bar.update()
+
+    # The LM corpus: the same teacher data, but the "image" is its symbolic context.
+    total = sum(cfg.mix)
+    lm_kinds = STAGE2_KINDS + ("caption",)
+    lm_weights = [w / total * (1 - cfg.lm_caption_share) for w in cfg.mix] + [cfg.lm_caption_share]
+    for scene in lm:
+        context = symbolic_context(scene, cfg.world)
+        rng = _scene_rng("lm", scene)
+        kind = rng.choices(lm_kinds, weights=lm_weights)[0]
+        turns = _turns(teacher, kind, context, rng)
+        lm_records.append(_record(f"{scene.id}-{kind}", kind, turns, context + "\n\n", image=None))
+        if bar:
+            bar.update()
+    if bar:
+        bar.close()
+
+    paths = {
+        "images": images_dir,
+        "stage1": out_dir / "stage1.json",
+        "stage2": out_dir / "stage2.json",
+        "eval": out_dir / "eval.json",
+        "lm": out_dir / "lm.json",
+        "contexts": out_dir / "contexts.json",
+    }
+    outputs = {"stage1": stage1, "stage2": stage2, "eval": eval_items, "lm": lm_records, "contexts": contexts}
+    for name, data in outputs.items():
+        _write_json(paths[name], data)
+    return paths
+
+
+def _check_record(record: Any) -> str | None:
+    """The first problem with one LLaVA record, or None if it is well formed."""
+    if not isinstance(record, dict):
+        return f"record is a {type(record).__name__}, not an object"
+    if not isinstance(record.get("id"), str) or not record["id"]:
+        return 'missing or empty "id"'
+    turns = record.get("conversations")
+    if not isinstance(turns, list) or not turns:
+        return 'missing or empty "conversations"'
+    has_image = "image" in record
+    if has_image and (not isinstance(record["image"], str) or not record["image"]):
+        return '"image" must be a non-empty string'
+    if len(turns) % 2:
+        return f"{len(turns)} turns: must be human/gpt pairs"
+    for t, turn in enumerate(turns):
+        expected = "human" if t % 2 == 0 else "gpt"
+        if not isinstance(turn, dict) or turn.get("from") != expected:
+            got = turn.get("from") if isinstance(turn, dict) else turn
+            return f"turn {t} must be from {expected!r}, got {got!r}"
+        value = turn.get("value")
+        if not isinstance(value, str) or not value.strip():
+            return f"turn {t} has an empty or missing value"
+        if t > 0 and IMAGE_TOKEN in value:
+            return f"turn {t}: {IMAGE_TOKEN} may only appear in the first human turn"
+    first = turns[0]["value"]
+    if not has_image:
+        if IMAGE_TOKEN in first:
+            return f'{IMAGE_TOKEN} in a record without "image"'
+        return None
+    if first.count(IMAGE_TOKEN) != 1:
+        return f"first human turn must contain {IMAGE_TOKEN} exactly once, found {first.count(IMAGE_TOKEN)}"
+    if not first.startswith(IMAGE_TOKEN + "\n"):
+        return f"first human turn must start with {IMAGE_TOKEN!r} + newline"
+    return None
+
+
+def load_llava_json(path: Path | str) -> list[dict]:
+    """Load a LLaVA-format JSON file, raising ValueError on the first malformed record."""
+    path = Path(path)
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(data, list):
+        raise ValueError(f"{path}: expected a list of records, got {type(data).__name__}")
+    seen: set[str] = set()
+    for index, record in enumerate(data):
+        problem = _check_record(record)
+        record_id = record.get("id") if isinstance(record, dict) else None
+        if problem is None and record_id in seen:
+            problem = "duplicate id"
+        if problem is not None:
+            raise ValueError(f"{path}: record {index} (id={record_id!r}): {problem}")
+        seen.add(record_id)
+    return data

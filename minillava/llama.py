@@ -1,0 +1,258 @@
+"""A LLaMA decoder in plain PyTorch + einops (the language model of LLaVA, Vicuna = LLaMA).
+
+Pre-norm decoder blocks with RMSNorm, rotary position embeddings, SwiGLU MLP, no biases and untied input/output
+embeddings. Module names mirror transformers' `LlamaForCausalLM` (`embed_tokens`, `layers.N.self_attn.q_proj`,
+`norm`, `lm_head`, ...) so HF checkpoints map onto this model key by key, and rotary embeddings use HF's
+"rotate half" layout for the same reason.
+
+Shapes: b batch, t query positions, s key positions (cache + new), d model width, h heads, k key/value heads,
+e head width, v vocabulary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange, repeat
+from torch import nn
+
+
+@dataclass
+class LlamaConfig:
+    vocab_size: int = 32000
+    d_model: int = 4096
+    n_layers: int = 32
+    n_heads: int = 32
+    n_kv_heads: int | None = None  # None: multi-head attention; fewer: grouped-query attention
+    ffn_dim: int = 11008
+    max_seq_len: int = 2048
+    rope_theta: float = 10000.0
+    norm_eps: float = 1e-6
+    init_std: float = 0.02
+
+    def __post_init__(self) -> None:
+        if self.n_kv_heads is None:
+            self.n_kv_heads = self.n_heads
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
+        if self.n_heads % self.n_kv_heads:
+            raise ValueError(f"n_heads={self.n_heads} is not divisible by n_kv_heads={self.n_kv_heads}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+
+LLAMA_PRESETS: dict[str, LlamaConfig] = {
+    "vicuna-7b": LlamaConfig(d_model=4096, n_layers=32, n_heads=32, ffn_dim=11008),
+    "vicuna-13b": LlamaConfig(d_model=5120, n_layers=40, n_heads=40, ffn_dim=13824),
+    "toy": LlamaConfig(vocab_size=1024, d_model=128, n_layers=4, n_heads=4, ffn_dim=344, max_seq_len=512),
+}
+
+
+class RMSNorm(nn.Module):
+    """y = x / sqrt(mean(x^2) + eps) * g, computed in fp32 as LLaMA does."""
+
+    def __init__(self, dim: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x32 = x.float()
+        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x32.to(x.dtype)
+
+
+class RotaryEmbedding(nn.Module):
+    """cos/sin tables for rotary position embeddings, evaluated at arbitrary position ids."""
+
+    def __init__(self, head_dim: int, theta: float = 10000.0) -> None:
+        super().__init__()
+        inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)  # (e/2,)
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+
+    def forward(self, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # position_ids: (b, t) -> cos, sin: (b, t, e); HF layout: the two halves repeat the same frequencies
+        angles = position_ids.float()[..., None] * self.inv_freq  # (b, t, e/2)
+        angles = torch.cat([angles, angles], dim=-1)
+        return angles.cos(), angles.sin()
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat([-x2, x1], dim=-1)
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    # x: (b, h, t, e); cos, sin: (b, t, e) -> broadcast over heads
+    cos, sin = cos[:, None].to(x.dtype), sin[:, None].to(x.dtype)
+    return x * cos + rotate_half(x) * sin
+
+
+class KVCache:
+    """Keys and values of past positions, one (k, v) pair per layer, each (b, k, s, e)."""
+
+    def __init__(self, n_layers: int) -> None:
+        self.layers: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * n_layers
+
+    @property
+    def length(self) -> int:
+        first = self.layers[0]
+        return 0 if first is None else first[0].shape[2]
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        past = self.layers[layer]
+        if past is not None:
+            k = torch.cat([past[0], k], dim=2)
+            v = torch.cat([past[1], v], dim=2)
+        self.layers[layer] = (k, v)
+        return k, v
+
+    def select(self, rows: torch.Tensor) -> None:
+        """Keep only the given batch rows (finished sequences drop out of generation)."""
+        self.layers = [None if kv is None else (kv[0][rows], kv[1][rows]) for kv in self.layers]
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: LlamaConfig) -> None:
+        super().__init__()
+        self.n_heads, self.n_kv_heads, self.head_dim = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+        self.q_proj = nn.Linear(cfg.d_model, cfg.n_heads * cfg.head_dim, bias=False)
+        self.k_proj = nn.Linear(cfg.d_model, cfg.n_kv_heads * cfg.head_dim, bias=False)
+        self.v_proj = nn.Linear(cfg.d_model, cfg.n_kv_heads * cfg.head_dim, bias=False)
+        self.o_proj = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.d_model, bias=False)
+
+    def forward(
+        self,
+        x: torch.Tensor,  # (b, t, d)
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        mask: torch.Tensor | None,  # (b, 1, t, s) bool, True = may attend; None = plain causal
+        cache: KVCache | None = None,
+        layer: int = 0,
+    ) -> torch.Tensor:
+        q = rearrange(self.q_proj(x), "b t (h e) -> b h t e", h=self.n_heads)
+        k = rearrange(self.k_proj(x), "b t (k e) -> b k t e", k=self.n_kv_heads)
+        v = rearrange(self.v_proj(x), "b t (k e) -> b k t e", k=self.n_kv_heads)
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        if cache is not None:
+            k, v = cache.update(layer, k, v)  # (b, k, s, e)
+        if self.n_kv_heads != self.n_heads:  # grouped-query attention: each k/v head serves h/k query heads
+            k = repeat(k, "b k s e -> b (k g) s e", g=self.n_heads // self.n_kv_heads)
+            v = repeat(v, "b k s e -> b (k g) s e", g=self.n_heads // self.n_kv_heads)
+        if mask is None:
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=q.shape[2] > 1)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.o_proj(rearrange(out, "b h t e -> b t (h e)"))
+
+
+class MLP(nn.Module):
+    """SwiGLU: down(silu(gate(x)) * up(x))."""
+
+    def __init__(self, cfg: LlamaConfig) -> None:
+        super().__init__()
+        self.gate_proj = nn.Linear(cfg.d_model, cfg.ffn_dim, bias=False)
+        self.up_proj = nn.Linear(cfg.d_model, cfg.ffn_dim, bias=False)
+        self.down_proj = nn.Linear(cfg.ffn_dim, cfg.d_model, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class DecoderBlock(nn.Module):
+    def __init__(self, cfg: LlamaConfig) -> None:
+        super().__init__()
+        self.input_layernorm = RMSNorm(cfg.d_model, cfg.norm_eps)
+        self.self_attn = Attention(cfg)
+        self.post_attention_layernorm = RMSNorm(cfg.d_model, cfg.norm_eps)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x, cos, sin, mask, cache=None, layer=0):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, layer)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+def attention_mask_4d(attention_mask: torch.Tensor, t: int) -> torch.Tensor:
+    """(b, s) padding mask (1 = real token) -> (b, 1, t, s) bool mask, causal over the last t positions.
+
+    A padding query row would attend to nothing, and softmax over nothing is NaN; we let every position see itself
+    so pad rows stay finite (their outputs are never used).
+    """
+    s = attention_mask.shape[1]
+    keys = attention_mask.bool()[:, None, None, :]  # (b, 1, 1, s)
+    q_pos = torch.arange(s - t, s, device=attention_mask.device)[:, None]  # (t, 1)
+    k_pos = torch.arange(s, device=attention_mask.device)[None, :]  # (1, s)
+    causal = k_pos <= q_pos  # (t, s)
+    return (keys & causal) | (k_pos == q_pos)
+
+
+def _right_padded(attention_mask: torch.Tensor) -> bool:
+    """True if every row is real tokens then padding. Causal attention alone is then exact for the real
+    positions (pads come after them), so training batches can take SDPA's fast is_causal path."""
+    return bool((attention_mask[:, 1:] <= attention_mask[:, :-1]).all())
+
+
+class Llama(nn.Module):
+    """LLaMA causal language model: token ids or embeddings in, next-token logits out."""
+
+    def __init__(self, cfg: LlamaConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.layers = nn.ModuleList(DecoderBlock(cfg) for _ in range(cfg.n_layers))
+        self.norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+        self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        self.rotary = RotaryEmbedding(cfg.head_dim, cfg.rope_theta)
+        self.apply(self._init)
+
+    def _init(self, module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, std=self.cfg.init_std)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,  # (b, t)
+        inputs_embeds: torch.Tensor | None = None,  # (b, t, d)
+        attention_mask: torch.Tensor | None = None,  # (b, s), 1 = real token, covers cache + new positions
+        position_ids: torch.Tensor | None = None,  # (b, t)
+        cache: KVCache | None = None,
+    ) -> torch.Tensor:  # logits (b, t, v)
+        return self.lm_head(self.hidden_states(input_ids, inputs_embeds, attention_mask, position_ids, cache))
+
+    def hidden_states(self, input_ids=None, inputs_embeds=None, attention_mask=None, position_ids=None, cache=None):
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of input_ids and inputs_embeds")
+        x = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds  # (b, t, d)
+        b, t, _ = x.shape
+        past = 0 if cache is None else cache.length
+        if position_ids is None:
+            if attention_mask is not None:  # left padding: count real tokens so each row starts at position 0
+                position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -t:]
+            else:
+                position_ids = torch.arange(past, past + t, device=x.device).expand(b, t)
+        cos, sin = self.rotary(position_ids)
+        mask = None
+        if attention_mask is not None and not bool(attention_mask.all()) and not (past == 0 and _right_padded(attention_mask)):
+            mask = attention_mask_4d(attention_mask, t)
+        elif past and t > 1:  # prefill on top of a cache: causal offset that is_causal cannot express
+            mask = attention_mask_4d(torch.ones(b, past + t, dtype=torch.bool, device=x.device), t)
+        for i, block in enumerate(self.layers):
+            x = block(x, cos, sin, mask, cache, i)
+        return self.norm(x)
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy; labels are unshifted with -100 where unsupervised, so we shift here."""
+    logits = rearrange(logits[:, :-1], "b t v -> (b t) v").float()
+    targets = rearrange(labels[:, 1:], "b t -> (b t)")
+    if not bool((targets != -100).any()):
+        raise ValueError("batch has no supervised tokens (every label is -100)")
+    return F.cross_entropy(logits, targets, ignore_index=-100)
+

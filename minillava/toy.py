@@ -1,0 +1,281 @@
+"""The main job: the whole paper, in miniature, on a CPU.
+
+data (toy world + rule-based teacher) -> tokenizer -> stage 0 (tiny CLIP, tiny LLaMA chat model) -> stage 1
+(projector only) -> stage 2 (projector + LLM) -> held-out exact-match evaluation, and the same stage 2 once more
+without stage 1 (the paper's ablation). Writes report.json, report.md and loss_curves.png into the run folder.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from .conversation import TEMPLATES
+from .data.dataset import CaptionDataModule, LlavaDataModule, record_turns
+from .data.generate import ToyDataConfig, generate_toy_data, load_llava_json
+from .evaluate import evaluate_exact_match
+from .model import llava_preset
+from .tokenizer import load_tokenizer, train_bpe_tokenizer
+from .training import ClipModule, LanguageModule, LlavaModule, LossHistory, load_weights
+
+
+@dataclass
+class StageConfig:
+    steps: int
+    batch_size: int
+    lr: float
+    warmup_ratio: float = 0.03
+
+
+@dataclass
+class ToyConfig:
+    data: ToyDataConfig = field(default_factory=ToyDataConfig)
+    vocab_size: int = 1024
+    clip: StageConfig = field(default_factory=lambda: StageConfig(steps=300, batch_size=128, lr=2e-3, warmup_ratio=0.1))
+    lm: StageConfig = field(default_factory=lambda: StageConfig(steps=500, batch_size=32, lr=3e-3, warmup_ratio=0.05))
+    stage1: StageConfig = field(default_factory=lambda: StageConfig(steps=200, batch_size=64, lr=2e-3))
+    stage2: StageConfig = field(default_factory=lambda: StageConfig(steps=800, batch_size=32, lr=1e-3))
+    template: str = "v0"
+    max_len: int = 512
+    seed: int = 0
+    ablate_stage1: bool = True  # also train stage 2 from an untrained projector (report["no_stage1"])
+
+
+TOY_PRESETS: dict[str, ToyConfig] = {
+    "default": ToyConfig(),
+    "quick": ToyConfig(
+        data=ToyDataConfig(n_train=800, n_eval=60, n_lm=1200),
+        clip=StageConfig(steps=60, batch_size=64, lr=2e-3, warmup_ratio=0.1),
+        lm=StageConfig(steps=80, batch_size=32, lr=3e-3, warmup_ratio=0.05),
+        stage1=StageConfig(steps=30, batch_size=32, lr=2e-3),
+        stage2=StageConfig(steps=80, batch_size=32, lr=1e-3),
+    ),
+}
+
+
+def _trainer(steps: int, progress: bool, history: LossHistory) -> L.Trainer:
+    return L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_steps=steps,
+        logger=False,
+        enable_checkpointing=False,  # weights move between stages as safetensors, not pickled checkpoints
+        enable_model_summary=False,
+        enable_progress_bar=progress,
+        num_sanity_val_steps=0,
+        callbacks=[history],
+    )
+
+
+def _corpus(files: list[Path], template: str):
+    """Every text the models will read, rendered with the chat template, to train the BPE tokenizer on."""
+    for path in files:
+        for rec in load_llava_json(path):
+            yield TEMPLATES[template].render(record_turns(rec))[0]
+
+
+class ToyRun:
+    """One run of the toy pipeline in `out`; each stage is a method so notebooks can run them one by one."""
+
+    def __init__(self, cfg: ToyConfig, out: str | Path, progress: bool = True) -> None:
+        self.cfg, self.out, self.progress = cfg, Path(out), progress
+        self.data_dir = self.out / "data"
+        self.weights = self.out / "weights"
+        self.losses: dict[str, list[float]] = {}
+        self.seconds: dict[str, float] = {}
+        self.model_cfg = llava_preset("toy")
+        self.model_cfg.llm.vocab_size = cfg.vocab_size
+        self.model_cfg.llm.max_seq_len = cfg.max_len
+
+    def _log(self, msg: str) -> None:
+        if self.progress:
+            print(msg, flush=True)
+
+    def _fit(self, name: str, module: L.LightningModule, datamodule: L.LightningDataModule, stage: StageConfig):
+        L.seed_everything(self.cfg.seed, verbose=False)
+        history = LossHistory()
+        t0 = time.perf_counter()
+        self._log(f"[{name}] {stage.steps} steps, batch {stage.batch_size}, lr {stage.lr}")
+        _trainer(stage.steps, self.progress, history).fit(module, datamodule=datamodule)
+        self.seconds[name] = time.perf_counter() - t0
+        self.losses[name] = history.losses
+        self._log(f"[{name}] done in {self.seconds[name]:.0f}s, final loss {sum(history.losses[-20:]) / max(1, len(history.losses[-20:])):.3f}")
+        return module
+
+    def generate_data(self) -> None:
+        t0 = time.perf_counter()
+        self.files = generate_toy_data(self.data_dir, self.cfg.data, progress=self.progress)
+        self.seconds["data"] = time.perf_counter() - t0
+
+    def train_tokenizer(self) -> None:
+        t0 = time.perf_counter()
+        files = [self.files["lm"], self.files["stage1"], self.files["stage2"]]
+        # one slot is kept for the "###" separator added after training, so len(tokenizer) <= vocab_size
+        tok = train_bpe_tokenizer(_corpus(files, self.cfg.template), vocab_size=self.cfg.vocab_size - 1)
+        if len(tok) > self.cfg.vocab_size:
+            raise ValueError(f"tokenizer has {len(tok)} tokens but the model's vocabulary is {self.cfg.vocab_size}")
+        tok.save_pretrained(self.out / "tokenizer")
+        self.tokenizer = load_tokenizer(self.out / "tokenizer")
+        if self.tokenizer.convert_tokens_to_ids("<image>") != self.model_cfg.image_token_id:
+            raise ValueError("the toy tokenizer's <image> id does not match the toy preset's image_token_id")
+        self.seconds["tokenizer"] = time.perf_counter() - t0
+
+    def _llava_data(self, json_file: Path, stage: StageConfig, supervise: str = "answers") -> LlavaDataModule:
+        return LlavaDataModule(
+            train_json=str(json_file),
+            tokenizer=str(self.out / "tokenizer"),
+            image_folder=str(self.data_dir / "images"),
+            template=self.cfg.template,
+            num_image_tokens=self.model_cfg.num_image_tokens,
+            image_size=self.model_cfg.vision.image_size,
+            max_len=self.cfg.max_len,
+            supervise=supervise,
+            batch_size=stage.batch_size,
+        )
+
+    def stage0_clip(self) -> None:
+        c, tok = self.cfg.clip, self.tokenizer
+        module = ClipModule(vision=self.model_cfg.vision, vocab_size=self.cfg.vocab_size, eos_id=tok.eos_token_id,
+                            pad_id=tok.pad_token_id, lr=c.lr, warmup_ratio=c.warmup_ratio,
+                            save_vision_to=str(self.weights / "vision.safetensors"))
+        data = CaptionDataModule(str(self.files["contexts"]), str(self.data_dir / "images"), str(self.out / "tokenizer"),
+                                 image_size=self.model_cfg.vision.image_size, batch_size=c.batch_size)
+        self._fit("stage0_clip", module, data, c)
+
+    def stage0_lm(self) -> None:
+        c = self.cfg.lm
+        module = LanguageModule(llm=self.model_cfg.llm, lr=c.lr, warmup_ratio=c.warmup_ratio,
+                                save_to=str(self.weights / "llm.safetensors"))
+        self._fit("stage0_lm", module, self._llava_data(self.files["lm"], c, supervise="all"), c)
+
+    def _llava(self, stage: int, c: StageConfig, projector: Path | None, save_to: Path) -> LlavaModule:
+        module = LlavaModule(
+            stage=stage,
+            preset="toy",
+            overrides={"llm.vocab_size": self.cfg.vocab_size, "llm.max_seq_len": self.cfg.max_len},
+            lr=c.lr,
+            warmup_ratio=c.warmup_ratio,
+            vision_weights=str(self.weights / "vision.safetensors"),
+            llm_weights=str(self.weights / "llm.safetensors"),
+            projector_weights=str(projector) if projector else None,
+            save_to=str(save_to),
+        )
+        return module
+
+    def stage1(self) -> None:
+        c = self.cfg.stage1
+        module = self._llava(1, c, None, self.weights / "projector.safetensors")
+        self._fit("stage1", module, self._llava_data(self.files["stage1"], c), c)
+
+    def stage2(self, with_stage1: bool = True) -> LlavaModule:
+        c = self.cfg.stage2
+        name = "stage2" if with_stage1 else "stage2_no_stage1"
+        projector = self.weights / "projector.safetensors" if with_stage1 else None
+        module = self._llava(2, c, projector, self.weights / f"{name}.safetensors")
+        return self._fit(name, module, self._llava_data(self.files["stage2"], c), c)
+
+    def evaluate(self, module: LlavaModule, name: str) -> dict:
+        t0 = time.perf_counter()
+        items = json.loads(self.files["eval"].read_text())
+        result = evaluate_exact_match(module.model, self.tokenizer, items, self.data_dir / "images",
+                                      self.cfg.template, progress=self.progress)
+        self.seconds[f"eval_{name}"] = time.perf_counter() - t0
+        return result
+
+    def run(self) -> dict:
+        t0 = time.perf_counter()
+        torch.manual_seed(self.cfg.seed)
+        self.generate_data()
+        self.train_tokenizer()
+        self.stage0_clip()
+        self.stage0_lm()
+        self.stage1()
+        main = self.evaluate(self.stage2(with_stage1=True), "stage2")
+        report = {
+            "accuracy": main["accuracy"],
+            "chance": main["chance"],
+            "n_questions": main["n"],
+            "samples": main["samples"],
+        }
+        if self.cfg.ablate_stage1:
+            ablation = self.evaluate(self.stage2(with_stage1=False), "stage2_no_stage1")
+            report["no_stage1"] = ablation["accuracy"]
+        report["seconds"] = time.perf_counter() - t0
+        report["stage_seconds"] = {k: round(v, 1) for k, v in self.seconds.items()}
+        report["final_loss"] = {k: sum(v[-20:]) / len(v[-20:]) for k, v in self.losses.items() if v}
+        report["config"] = asdict(self.cfg)
+        write_report(self.out, report, self.losses)
+        return report
+
+
+def load_stage2_model(out: str | Path, name: str = "stage2"):
+    """The trained toy LLaVA of a finished run folder, and its tokenizer (for notebooks and inference)."""
+    from .model import Llava
+
+    out = Path(out)
+    cfg = json.loads((out / "report.json").read_text())["config"]
+    model_cfg = llava_preset("toy")
+    model_cfg.llm.vocab_size, model_cfg.llm.max_seq_len = cfg["vocab_size"], cfg["max_len"]
+    model = Llava(model_cfg)
+    load_weights(model, out / "weights" / f"{name}.safetensors", "llava")
+    return model.eval(), load_tokenizer(out / "tokenizer")
+
+
+def write_report(out: Path, report: dict, losses: dict[str, list[float]]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    fig, axes = plt.subplots(1, len(losses), figsize=(3.2 * len(losses), 3), squeeze=False)
+    for ax, (name, values) in zip(axes[0], losses.items()):
+        ax.plot(range(1, len(values) + 1), values, lw=0.8)
+        ax.set_title(name)
+        ax.set_xlabel("step")
+        ax.set_yscale("log")
+    axes[0][0].set_ylabel("training loss")
+    fig.tight_layout()
+    fig.savefig(out / "loss_curves.png", dpi=100)
+    plt.close(fig)
+    (out / "report.md").write_text(format_report(report))
+
+
+def format_report(report: dict) -> str:
+    kinds = [k for k in report["accuracy"] if k != "overall"] + ["overall"]
+    lines = [
+        "# minillava toy run",
+        "",
+        f"Wall time: {report['seconds']:.0f} s "
+        f"({', '.join(f'{k} {v:.0f} s' for k, v in report['stage_seconds'].items())})",
+        "",
+        "Exact match on held-out scenes (short answers):",
+        "",
+        "| question kind | n | LLaVA (stage 1 + 2) | stage 2 only (no stage 1) | chance (most common answer) |",
+        "|---|---|---|---|---|",
+    ]
+    for k in kinds:
+        n = report["n_questions"].get(k, sum(report["n_questions"].values()))
+        no1 = report.get("no_stage1", {}).get(k)
+        lines.append(f"| {k} | {n} | {report['accuracy'][k]:.3f} | "
+                     f"{'-' if no1 is None else f'{no1:.3f}'} | {report['chance'][k]:.3f} |")
+    lines += ["", "Final training loss (mean of the last 20 steps): "
+              + ", ".join(f"{k} {v:.3f}" for k, v in report["final_loss"].items()), "",
+              "Sample answers:", ""]
+    for s in report["samples"]:
+        lines.append(f"- {s['question']} -> `{s['prediction']}` (truth: {s['answer']})")
+    lines += ["", "Loss curves: loss_curves.png", ""]
+    return "\n".join(lines)
+
+
+def run_toy(preset: str = "default", out: str | Path = "runs/toy", progress: bool = True, **overrides) -> dict:
+    if preset not in TOY_PRESETS:
+        raise ValueError(f"unknown toy preset {preset!r}; known: {sorted(TOY_PRESETS)}")
+    cfg = replace(TOY_PRESETS[preset], **overrides)
+    return ToyRun(cfg, out, progress).run()

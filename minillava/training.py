@@ -1,0 +1,217 @@
+"""Training with Lightning (Algorithm 3): the two LLaVA stages, plus the toy world's stage 0.
+
+- stage 1, feature alignment: only the projector W trains; vision tower and LLM are frozen.
+- stage 2, end-to-end fine-tuning: W and the LLM train; the vision tower stays frozen.
+- stage 0 (toy only): a tiny CLIP (open_clip + ClipLoss) and a tiny LLaMA chat model stand in for the pretrained
+  CLIP ViT-L/14 and Vicuna that the paper starts from.
+
+All use AdamW with linear warmup then cosine decay, stepped every optimiser step. Weights move between stages as
+safetensors files (`save_to` / `*_weights`), never as pickles.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import open_clip
+import torch
+from open_clip.model import CLIPTextCfg
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .llama import Llama, LlamaConfig, causal_lm_loss
+from .model import Llava, LlavaConfig, llava_preset, override
+from .vision import VisionConfig
+
+
+def cosine_with_warmup(optimizer: torch.optim.Optimizer, total_steps: int, warmup_ratio: float):
+    """LR multiplier: linear warmup over warmup_ratio * total_steps, then cosine decay to 0."""
+    warmup = max(1, math.ceil(warmup_ratio * total_steps))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+class _AdamWCosine(L.LightningModule):
+    """configure_optimizers shared by every stage: AdamW on the trainable parameters, cosine schedule."""
+
+    def configure_optimizers(self):
+        h = self.hparams
+        params = [p for p in self.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError(f"{type(self).__name__}: no trainable parameters")
+        opt = torch.optim.AdamW(params, lr=h.lr, weight_decay=h.weight_decay, betas=tuple(h.betas))
+        sched = cosine_with_warmup(opt, int(self.trainer.estimated_stepping_batches), h.warmup_ratio)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def load_weights(module: nn.Module, path: str | Path, what: str) -> None:
+    """Load a safetensors file into `module`; every key must match in name and shape."""
+    state = load_file(str(path))
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    if missing or unexpected:
+        raise ValueError(f"{what} weights {path}: missing keys {missing[:5]}, unexpected keys {unexpected[:5]}")
+    for key, tensor in state.items():
+        if tensor.shape != own[key].shape:
+            raise ValueError(f"{what} weights {path}: {key} has shape {tuple(tensor.shape)}, "
+                             f"model expects {tuple(own[key].shape)}")
+    module.load_state_dict(state)
+
+
+def save_weights(module: nn.Module, path: str | Path) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}, str(path))
+
+
+def apply_stage(model: Llava, stage: int) -> None:
+    """Algorithm 3's freezing policy: which parameters receive gradients in each stage."""
+    if stage not in (1, 2):
+        raise ValueError(f"stage must be 1 (feature alignment) or 2 (end-to-end fine-tuning), got {stage}")
+    model.vision.requires_grad_(False)  # frozen in both stages
+    model.projector.requires_grad_(True)  # W trains in both stages
+    model.llm.requires_grad_(stage == 2)  # the LLM trains only in stage 2
+
+
+class LlavaModule(_AdamWCosine):
+    """LLaVA stage 1 or 2. The model is a named preset with optional dotted-key overrides."""
+
+    def __init__(
+        self,
+        stage: int = 2,
+        preset: str = "toy",
+        overrides: dict[str, Any] | None = None,
+        lr: float = 2e-5,
+        weight_decay: float = 0.0,
+        warmup_ratio: float = 0.03,
+        betas: tuple[float, float] = (0.9, 0.999),
+        vision_weights: str | None = None,
+        llm_weights: str | None = None,
+        projector_weights: str | None = None,
+        save_to: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.cfg: LlavaConfig = override(llava_preset(preset), overrides)
+        self.model = Llava(self.cfg)
+        parts = {"vision": self.model.vision.visual, "llm": self.model.llm, "projector": self.model.projector}
+        for part, path in (("vision", vision_weights), ("llm", llm_weights), ("projector", projector_weights)):
+            if path:
+                load_weights(parts[part], path, part)
+        apply_stage(self.model, stage)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.model.vision.eval()  # frozen tower: never in training mode (no dropout / patch dropout)
+        return self
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss = self.model(**batch)["loss"]
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
+        return loss
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self.log("val/loss", self.model(**batch)["loss"], prog_bar=True, batch_size=batch["input_ids"].shape[0])
+
+    def on_train_end(self) -> None:
+        if self.hparams.save_to and self.trainer.is_global_zero:
+            # stage 1 saves only what it trained (the projector), like the original mm_projector.bin
+            part = self.model.projector if self.hparams.stage == 1 else self.model
+            save_weights(part, self.hparams.save_to)
+
+
+class LanguageModule(_AdamWCosine):
+    """Toy stage 0b: a LLaMA language model trained on the world's text-only chats (stands in for Vicuna)."""
+
+    def __init__(
+        self,
+        llm: LlamaConfig | None = None,
+        lr: float = 3e-3,
+        weight_decay: float = 0.0,
+        warmup_ratio: float = 0.05,
+        betas: tuple[float, float] = (0.9, 0.95),
+        save_to: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.llm = Llama(llm or llava_preset("toy").llm)
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        logits = self.llm(batch["input_ids"], attention_mask=batch["attention_mask"])
+        loss = causal_lm_loss(logits, batch["labels"])
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
+        return loss
+
+    def on_train_end(self) -> None:
+        if self.hparams.save_to and self.trainer.is_global_zero:
+            save_weights(self.llm, self.hparams.save_to)
+
+
+class ClipModule(_AdamWCosine):
+    """Toy stage 0a: a tiny CLIP trained contrastively with open_clip's ClipLoss (stands in for CLIP ViT-L/14).
+
+    The text tower uses our BPE tokenizer; it pools at the EOS token (`pool_type="eos"`), because open_clip's
+    default argmax pooling assumes EOT is the largest id of its own tokenizer.
+    """
+
+    def __init__(
+        self,
+        vision: VisionConfig | None = None,
+        vocab_size: int = 1024,
+        eos_id: int = 2,
+        pad_id: int = 3,
+        context_length: int = 64,
+        text_width: int = 128,
+        text_layers: int = 2,
+        text_heads: int = 4,
+        lr: float = 2e-3,
+        weight_decay: float = 0.1,
+        warmup_ratio: float = 0.05,
+        betas: tuple[float, float] = (0.9, 0.98),
+        save_vision_to: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        vision = vision or llava_preset("toy").vision
+        text_cfg = CLIPTextCfg(context_length=context_length, vocab_size=vocab_size, width=text_width,
+                               heads=text_heads, layers=text_layers, pool_type="eos", eos_id=eos_id, pad_id=pad_id)
+        self.clip = open_clip.CLIP(vision.embed_dim, vision.open_clip_cfg(), text_cfg,
+                                   quick_gelu=vision.quick_gelu, output_dict=True)
+        self.loss_fn = open_clip.ClipLoss()
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        images, texts = batch
+        out = self.clip(images, texts)
+        loss = self.loss_fn(out["image_features"], out["text_features"], out["logit_scale"])
+        self.log("train/loss", loss, prog_bar=True, batch_size=images.shape[0])
+        return loss
+
+    def on_train_batch_end(self, *args) -> None:
+        with torch.no_grad():  # CLIP clamps its temperature so logits stay <= 100
+            self.clip.logit_scale.clamp_(0, math.log(100))
+
+    def on_train_end(self) -> None:
+        if self.hparams.save_vision_to and self.trainer.is_global_zero:
+            save_weights(self.clip.visual, self.hparams.save_vision_to)
+
+
+class LossHistory(L.Callback):
+    """Records the training loss of every optimiser step (for loss curves and reports)."""
+
+    def __init__(self) -> None:
+        self.steps: list[int] = []
+        self.losses: list[float] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        self.steps.append(trainer.global_step)
+        self.losses.append(float(loss))
