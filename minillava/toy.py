@@ -8,7 +8,9 @@ without stage 1 (the paper's ablation). Writes report.json, report.md and loss_c
 from __future__ import annotations
 
 import json
+import logging
 import time
+import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -34,12 +36,13 @@ class StageConfig:
 
 @dataclass
 class ToyConfig:
-    data: ToyDataConfig = field(default_factory=ToyDataConfig)
+    data: ToyDataConfig = field(default_factory=lambda: ToyDataConfig(n_train=6000))
     vocab_size: int = 1024
-    clip: StageConfig = field(default_factory=lambda: StageConfig(steps=300, batch_size=128, lr=2e-3, warmup_ratio=0.1))
-    lm: StageConfig = field(default_factory=lambda: StageConfig(steps=500, batch_size=32, lr=3e-3, warmup_ratio=0.05))
-    stage1: StageConfig = field(default_factory=lambda: StageConfig(steps=200, batch_size=64, lr=2e-3))
-    stage2: StageConfig = field(default_factory=lambda: StageConfig(steps=800, batch_size=32, lr=1e-3))
+    clip: StageConfig = field(default_factory=lambda: StageConfig(steps=200, batch_size=128, lr=2e-3, warmup_ratio=0.1))
+    lm: StageConfig = field(default_factory=lambda: StageConfig(steps=250, batch_size=32, lr=3e-3, warmup_ratio=0.05))
+    # the paper: stage 1 = 1 epoch of captions, stage 2 = 3 epochs of instructions; we keep those proportions
+    stage1: StageConfig = field(default_factory=lambda: StageConfig(steps=100, batch_size=64, lr=2e-3))
+    stage2: StageConfig = field(default_factory=lambda: StageConfig(steps=600, batch_size=32, lr=1e-3))
     template: str = "v0"
     max_len: int = 512
     seed: int = 0
@@ -49,13 +52,20 @@ class ToyConfig:
 TOY_PRESETS: dict[str, ToyConfig] = {
     "default": ToyConfig(),
     "quick": ToyConfig(
-        data=ToyDataConfig(n_train=800, n_eval=60, n_lm=1200),
-        clip=StageConfig(steps=60, batch_size=64, lr=2e-3, warmup_ratio=0.1),
-        lm=StageConfig(steps=80, batch_size=32, lr=3e-3, warmup_ratio=0.05),
-        stage1=StageConfig(steps=30, batch_size=32, lr=2e-3),
-        stage2=StageConfig(steps=80, batch_size=32, lr=1e-3),
+        data=ToyDataConfig(n_train=1200, n_eval=60, n_lm=1200),
+        clip=StageConfig(steps=40, batch_size=64, lr=2e-3, warmup_ratio=0.1),
+        lm=StageConfig(steps=60, batch_size=32, lr=3e-3, warmup_ratio=0.05),
+        stage1=StageConfig(steps=20, batch_size=64, lr=2e-3),
+        stage2=StageConfig(steps=100, batch_size=32, lr=1e-3),
     ),
 }
+
+
+def quiet_lightning() -> None:
+    """Keep the job's output to its own progress lines: no banners, tips or warnings about unused loops."""
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    logging.getLogger("lightning.fabric").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module="lightning")
 
 
 def _trainer(steps: int, progress: bool, history: LossHistory) -> L.Trainer:
@@ -97,6 +107,7 @@ class ToyRun:
             print(msg, flush=True)
 
     def _fit(self, name: str, module: L.LightningModule, datamodule: L.LightningDataModule, stage: StageConfig):
+        quiet_lightning()
         L.seed_everything(self.cfg.seed, verbose=False)
         history = LossHistory()
         t0 = time.perf_counter()

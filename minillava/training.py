@@ -214,4 +214,4 @@ class LossHistory(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
         self.steps.append(trainer.global_step)
-        self.losses.append(float(loss))
+        self.losses.append(float(loss.detach()))

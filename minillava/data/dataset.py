@@ -13,11 +13,12 @@ import lightning as L
 import torch
 from open_clip import image_transform
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..conversation import IGNORE_INDEX, TEMPLATES, ConversationError, Example, pad_batch, tokenize_turns
 from ..tokenizer import load_tokenizer
 from .generate import load_llava_json
+from .teacher import caption_lines
 
 # OpenAI CLIP's pixel statistics; our toy tower is trained with the same normalisation
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -100,6 +101,45 @@ class LlavaDataset(Dataset):
         return batch
 
 
+class LengthGroupedBatchSampler(Sampler[list[int]]):
+    """Shuffled batches of similar length, so little compute goes to padding (LLaVA's `group_by_length`).
+
+    Each epoch: shuffle, cut into mega-batches of `group` batches, sort each mega-batch by length, cut it into
+    batches, and shuffle the order of all batches. Seeded by (seed, epoch), so runs are reproducible.
+    """
+
+    def __init__(self, lengths: list[int], batch_size: int, seed: int = 0, group: int = 32, drop_last: bool = True):
+        self.lengths, self.batch_size, self.seed, self.group, self.drop_last = lengths, batch_size, seed, group, drop_last
+        self.epoch = 0
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        self.epoch += 1
+        order = torch.randperm(len(self.lengths), generator=g).tolist()
+        mega = self.batch_size * self.group
+        batches = []
+        for start in range(0, len(order), mega):
+            chunk = sorted(order[start : start + mega], key=lambda i: self.lengths[i])
+            batches += [chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
+        if self.drop_last:
+            batches = [b for b in batches if len(b) == self.batch_size]
+        order = torch.randperm(len(batches), generator=g).tolist()
+        rank, world = _rank_and_world()
+        for i in order[rank : len(order) - len(order) % world : world]:  # each process its own share
+            yield batches[i]
+
+    def __len__(self) -> int:
+        n = len(self.lengths)
+        batches = n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        return batches // _rank_and_world()[1]
+
+
+def _rank_and_world() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
 class LlavaDataModule(L.LightningDataModule):
     """Train (and optional validation) LLaVA JSON files with an image folder, for stage 1, stage 2 or text-only."""
 
@@ -115,6 +155,8 @@ class LlavaDataModule(L.LightningDataModule):
         max_len: int = 2048,
         supervise: str = "answers",
         batch_size: int = 16,
+        group_by_length: bool = True,
+        seed: int = 0,
         num_workers: int = 0,
         limit: int | None = None,
     ) -> None:
@@ -135,15 +177,21 @@ class LlavaDataModule(L.LightningDataModule):
         if self.hparams.val_json and self.val_set is None:
             self.val_set = self._dataset(self.hparams.val_json)
 
-    def _loader(self, ds: LlavaDataset, shuffle: bool) -> DataLoader:
-        return DataLoader(ds, batch_size=self.hparams.batch_size, shuffle=shuffle, collate_fn=ds.collate,
-                          num_workers=self.hparams.num_workers, drop_last=shuffle and len(ds) > self.hparams.batch_size)
-
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, shuffle=True)
+        ds, h = self.train_set, self.hparams
+        if h.group_by_length:
+            lengths = [len(ex.input_ids) for ex in ds.examples]
+            sampler = LengthGroupedBatchSampler(lengths, h.batch_size, seed=h.seed,
+                                                drop_last=len(ds) > h.batch_size)
+            return DataLoader(ds, batch_sampler=sampler, collate_fn=ds.collate, num_workers=h.num_workers)
+        return DataLoader(ds, batch_size=h.batch_size, shuffle=True, collate_fn=ds.collate,
+                          num_workers=h.num_workers, drop_last=len(ds) > h.batch_size)
 
     def val_dataloader(self) -> DataLoader | list:
-        return [] if self.val_set is None else self._loader(self.val_set, shuffle=False)
+        if self.val_set is None:
+            return []
+        return DataLoader(self.val_set, batch_size=self.hparams.batch_size, collate_fn=self.val_set.collate,
+                          num_workers=self.hparams.num_workers)
 
 
 class CaptionDataset(Dataset):
@@ -152,7 +200,7 @@ class CaptionDataset(Dataset):
     def __init__(self, contexts_json: str | Path, image_folder: str | Path, tokenizer, image_size: int,
                  context_length: int = 64, split: str = "train") -> None:
         contexts: dict[str, str] = json.loads(Path(contexts_json).read_text())
-        self.items = [(sid, ctx.split("\n\n")[0].split("\n")) for sid, ctx in contexts.items()
+        self.items = [(sid, caption_lines(ctx)) for sid, ctx in contexts.items()
                       if sid.startswith(split)]
         if not self.items:
             raise ValueError(f"{contexts_json} has no scenes of split {split!r}")

@@ -7,7 +7,7 @@ Files (all deterministic for a given config):
                           in the paper's 58K : 23K : 77K proportions
 - eval.json               short-answer questions about eval images, with exact answers
 - lm.json                 text-only corpus for pre-training the toy language model: the
-                          teacher's data with the symbolic context in place of the image
+                          teacher's data with the scene's captions in place of the image
 - contexts.json           {scene id: symbolic context} for train and eval scenes
 
 A LLaVA record: {"id", "image", "conversations": [{"from": "human", "value": "<image>\\n..."},
@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from minillava.data.teacher import ToyTeacher
+from minillava.data.teacher import ToyTeacher, caption_lines
 from minillava.data.world import Scene, WorldConfig, make_scenes, render, symbolic_context
 
 IMAGE_TOKEN = "<image>"
@@ -138,7 +138,7 @@ def generate_toy_data(out_dir: Path, cfg: ToyDataConfig, progress: bool = False)
         if bar:
             bar.update()
 
-    # The LM corpus: the same teacher data, but the "image" is its symbolic context.
+    # The LM corpus: the same teacher data, but the "image" is described in words.
     total = sum(cfg.mix)
     lm_kinds = STAGE2_KINDS + ("caption",)
     lm_weights = [w / total * (1 - cfg.lm_caption_share) for w in cfg.mix] + [cfg.lm_caption_share]
@@ -147,7 +147,10 @@ def generate_toy_data(out_dir: Path, cfg: ToyDataConfig, progress: bool = False)
         rng = _scene_rng("lm", scene)
         kind = rng.choices(lm_kinds, weights=lm_weights)[0]
         turns = _turns(teacher, kind, context, rng)
-        lm_records.append(_record(f"{scene.id}-{kind}", kind, turns, context + "\n\n", image=None))
+        # the scene is described to the LM by its captions only: the boxes are for the teacher, and they would
+        # triple the length of every sequence the toy LM trains on
+        description = "\n".join(caption_lines(context))
+        lm_records.append(_record(f"{scene.id}-{kind}", kind, turns, description + "\n\n", image=None))
         if bar:
             bar.update()
     if bar:

@@ -241,18 +241,23 @@ class ToyTeacher:
     # -- the paper's three response types, plus stage-1 captions -------------
 
     def conversation(self, context: str, rng: random.Random) -> list[tuple[str, str]]:
-        """2-4 turns, each of a different kind (so the kinds are evenly represented).
+        """3-6 turns about the image: first one question of each kind (in random order), then more distinct ones.
 
-        Like LLaVA-1.5, a turn either asks for a short answer (with the
-        SHORT_ANSWER suffix) or gets a full-sentence answer.
+        Like LLaVA-1.5, a turn either asks for a short answer (with the SHORT_ANSWER suffix) or gets a
+        full-sentence answer.
         """
+        pool = self.questions(context, rng)
         by_kind: dict[str, list[Question]] = {}
-        for q in self.questions(context, rng):
+        for q in pool:
             by_kind.setdefault(q.kind, []).append(q)
-        kinds = rng.sample(sorted(by_kind), min(len(by_kind), rng.randint(2, 4)))
+        n_turns = rng.randint(3, 6)
+        kinds = sorted(by_kind)
+        rng.shuffle(kinds)
+        chosen = [rng.choice(by_kind[kind]) for kind in kinds][:n_turns]
+        rest = [q for q in pool if q not in chosen]
+        chosen += rng.sample(rest, min(len(rest), n_turns - len(chosen)))
         turns = []
-        for kind in kinds:
-            q = rng.choice(by_kind[kind])
+        for q in chosen:
             if rng.random() < 0.5:
                 turns.append((f"{q.question}\n{SHORT_ANSWER}", q.answer))
             else:

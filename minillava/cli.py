@@ -1,0 +1,96 @@
+"""The `minillava` command.
+
+    minillava toy [--quick] [--out DIR]          the whole paper in miniature on a CPU (the main job)
+    minillava fit -c toy/stage2 [--overrides]     any stage through LightningCLI; -c takes a packaged config
+                                                  name (minillava/configs/NAME.yaml) or a YAML path
+    minillava {validate,test,predict} ...         the other LightningCLI subcommands
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from importlib import resources
+from pathlib import Path
+
+LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
+
+
+def packaged_config(name: str) -> Path | None:
+    """`toy/stage2` or `toy/stage2.yaml` -> the YAML file shipped inside the package, if there is one."""
+    stem = name[: -len(".yaml")] if name.endswith(".yaml") else name
+    path = Path(str(resources.files("minillava") / "configs" / f"{stem}.yaml"))
+    return path if path.is_file() else None
+
+
+def resolve_config_args(argv: list[str]) -> list[str]:
+    """Replace packaged config names after -c/--config with their file paths; real files win."""
+    out = list(argv)
+    for i, arg in enumerate(out):
+        value = None
+        if arg in ("-c", "--config") and i + 1 < len(out):
+            value, where = out[i + 1], i + 1
+        elif arg.startswith("--config="):
+            value, where = arg.split("=", 1)[1], i
+        if value is None or Path(value).is_file():
+            continue
+        found = packaged_config(value)
+        if found is None:
+            known = sorted(str(p.relative_to(p.parents[1])).removesuffix(".yaml")
+                           for p in Path(str(resources.files("minillava") / "configs")).glob("*/*.yaml"))
+            raise SystemExit(f"minillava: config {value!r} is neither a file nor a packaged config ({', '.join(known)})")
+        out[where] = str(found) if where == i + 1 else f"--config={found}"
+    return out
+
+
+def lightning_main(argv: list[str]) -> None:
+    import lightning as L
+    from lightning.pytorch.cli import LightningCLI
+
+    LightningCLI(
+        L.LightningModule,
+        L.LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        args=resolve_config_args(argv),
+        save_config_kwargs={"overwrite": True},
+    )
+
+
+def toy_main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="minillava toy", description="Train and evaluate a toy LLaVA on a CPU.")
+    parser.add_argument("--quick", action="store_true", help="a smoke-test preset (about 2 minutes)")
+    parser.add_argument("--out", default=None, help="run folder (default: runs/toy, or runs/toy-quick)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-ablation", action="store_true", help="skip the stage-2-without-stage-1 run")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = parser.parse_args(argv)
+
+    from .toy import format_report, run_toy
+
+    preset = "quick" if args.quick else "default"
+    out = Path(args.out or ("runs/toy-quick" if args.quick else "runs/toy"))
+    report = run_toy(preset, out=out, progress=not args.quiet, seed=args.seed, ablate_stage1=not args.no_ablation)
+    print(format_report(report))
+    print(f"run folder: {out.resolve()} (report.md, report.json, loss_curves.png)")
+    print(json.dumps({"seconds": round(report["seconds"], 1), "accuracy": report["accuracy"]["overall"],
+                      "chance": report["chance"]["overall"]}))
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__.strip())
+        return
+    command, rest = argv[0], argv[1:]
+    if command == "toy":
+        toy_main(rest)
+    elif command in LIGHTNING_SUBCOMMANDS:
+        lightning_main(argv)
+    else:
+        raise SystemExit(f"minillava: unknown command {command!r}; try: toy, {', '.join(LIGHTNING_SUBCOMMANDS)}")
+
+
+if __name__ == "__main__":
+    main()

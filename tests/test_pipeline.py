@@ -1,0 +1,73 @@
+"""The main job end to end at a tiny size, its report, and the packaged LightningCLI configs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from minillava.cli import packaged_config, resolve_config_args
+from minillava.toy import TOY_PRESETS
+
+CONFIG_DIR = Path(__file__).parents[1] / "minillava" / "configs" / "toy"
+
+
+def test_tiny_run_writes_the_report(tiny_run):
+    out, report = tiny_run
+    for name in ("report.md", "report.json", "loss_curves.png"):
+        assert (out / name).is_file(), name
+    saved = json.loads((out / "report.json").read_text())
+    assert saved["seconds"] > 0
+    kinds = {"count", "colour", "yesno", "relation"}
+    for key in ("accuracy", "chance", "no_stage1"):
+        assert set(saved[key]) == kinds | {"overall"}, key
+        assert all(0.0 <= v <= 1.0 for v in saved[key].values())
+    assert set(saved["final_loss"]) == {"stage0_clip", "stage0_lm", "stage1", "stage2", "stage2_no_stage1"}
+    assert "| overall |" in (out / "report.md").read_text()
+
+
+def test_same_seed_same_data(tiny_run, tmp_path):
+    from minillava.data.generate import generate_toy_data
+    from tests.conftest import TINY
+
+    out, _ = tiny_run
+    again = generate_toy_data(tmp_path, TINY.data)
+    for key in ("stage1", "stage2", "eval", "lm", "contexts"):
+        assert again[key].read_bytes() == (out / "data" / again[key].name).read_bytes(), key
+
+
+@pytest.mark.parametrize("name", ["clip", "lm", "stage1", "stage2"])
+def test_packaged_configs_match_the_default_preset(name):
+    """The YAML files and the `minillava toy` defaults describe the same recipe, so they cannot drift."""
+    cfg = yaml.safe_load((CONFIG_DIR / f"{name}.yaml").read_text())
+    stage = getattr(TOY_PRESETS["default"], name)
+    assert cfg["trainer"]["max_steps"] == stage.steps
+    assert cfg["model"]["init_args"]["lr"] == stage.lr
+    assert cfg["model"]["init_args"]["warmup_ratio"] == stage.warmup_ratio
+    assert cfg["data"]["init_args"]["batch_size"] == stage.batch_size
+
+
+def test_config_names_resolve_to_packaged_files(tmp_path):
+    assert packaged_config("toy/stage2") == packaged_config("toy/stage2.yaml") == CONFIG_DIR / "stage2.yaml"
+    assert resolve_config_args(["fit", "-c", "toy/stage1"])[2] == str(CONFIG_DIR / "stage1.yaml")
+    own = tmp_path / "mine.yaml"
+    own.write_text("{}")
+    assert resolve_config_args(["fit", "--config", str(own)])[2] == str(own)  # a real file wins
+    with pytest.raises(SystemExit, match="neither a file nor a packaged config"):
+        resolve_config_args(["fit", "-c", "toy/nope"])
+
+
+def test_cli_fit_runs_a_packaged_stage_config(tiny_run):
+    """`minillava fit -c toy/stage2` trains from the run folder that `minillava toy` wrote."""
+    out, _ = tiny_run
+    root = out.parents[1]  # the folder holding runs/toy
+    (out / "weights" / "stage2.safetensors").unlink()
+    cmd = [sys.executable, "-m", "minillava.cli", "fit", "-c", "toy/stage2", "--trainer.max_steps", "2",
+           "--data.init_args.batch_size", "4", "--trainer.enable_progress_bar", "false"]
+    proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (out / "weights" / "stage2.safetensors").is_file()
