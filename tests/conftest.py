@@ -38,6 +38,11 @@ def tokenizer(toy_data, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tiny_config() -> ToyConfig:
+    return TINY
+
+
+@pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
     """A finished run folder of the whole pipeline at the TINY size, and its report."""
     out = tmp_path_factory.mktemp("run") / "runs" / "toy"

@@ -30,12 +30,11 @@ def test_tiny_run_writes_the_report(tiny_run):
     assert "| overall |" in (out / "report.md").read_text()
 
 
-def test_same_seed_same_data(tiny_run, tmp_path):
+def test_same_seed_same_data(tiny_run, tiny_config, tmp_path):
     from minillava.data.generate import generate_toy_data
-    from tests.conftest import TINY
 
     out, _ = tiny_run
-    again = generate_toy_data(tmp_path, TINY.data)
+    again = generate_toy_data(tmp_path, tiny_config.data)
     for key in ("stage1", "stage2", "eval", "lm", "contexts"):
         assert again[key].read_bytes() == (out / "data" / again[key].name).read_bytes(), key
 
