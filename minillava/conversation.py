@@ -29,7 +29,7 @@ class Template:
     style: str
     system: str = ""
     roles: tuple[str, str] = ("Human", "Assistant")
-    sep: str = "###"
+    sep: str = "###"  # after the system message and after each human turn
     stop: str = "###"  # what ends an answer: supervised, and where generation stops
 
     def render(self, turns: list[tuple[str, str]], generation_prompt: bool = False) -> tuple[str, list[tuple[int, int]]]:
@@ -48,33 +48,21 @@ class Template:
                 spans.append((len(text), len(text) + len(turns[1][1]) + 1))
                 text += turns[1][1] + "\n"
             return text, spans
-        if self.style == "v0":
-            text = self.system + self.sep
-            for role, msg in turns:
-                if role == "human":
-                    text += f"{user}: {msg}{self.sep}"
-                else:
-                    text += f"{assistant}:"
-                    start = len(text)
-                    text += f" {msg}{self.stop}"
-                    spans.append((start, len(text)))
-            if generation_prompt:
+        if self.style not in ("v0", "v1"):
+            raise ValueError(f"unknown template style {self.style!r}")
+        # v0: system###Human: q###Assistant: a###...   v1: system USER: q ASSISTANT: a</s>...
+        text = self.system + self.sep
+        for role, msg in turns:
+            if role == "human":
+                text += f"{user}: {msg}{self.sep}"
+            else:
                 text += f"{assistant}:"
-            return text, spans
-        if self.style == "v1":
-            text = self.system + " "
-            for role, msg in turns:
-                if role == "human":
-                    text += f"{user}: {msg} "
-                else:
-                    text += f"{assistant}:"
-                    start = len(text)
-                    text += f" {msg}{self.stop}"
-                    spans.append((start, len(text)))
-            if generation_prompt:
-                text += f"{assistant}:"
-            return text, spans
-        raise ValueError(f"unknown template style {self.style!r}")
+                start = len(text)  # the answer's leading space is supervised: the prompt ends at "Assistant:"
+                text += f" {msg}{self.stop}"
+                spans.append((start, len(text)))
+        if generation_prompt:
+            text += f"{assistant}:"
+        return text, spans
 
 
 def _check_roles(turns: list[tuple[str, str]], generation_prompt: bool) -> None:

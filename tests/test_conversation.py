@@ -74,3 +74,11 @@ def test_pad_batch_sides(tokenizer):
     assert right["attention_mask"][0, :n].all() and not right["attention_mask"][0, n:].any()
     assert left["attention_mask"][0, -n:].all() and not left["attention_mask"][0, :-n].any()
     assert (right["labels"][0, n:] == IGNORE_INDEX).all()
+
+
+def test_plain_template_is_image_then_caption(tokenizer):
+    turns = [("human", "<image>\nDescribe the image concisely."), ("gpt", "A red circle.")]
+    text, spans = TEMPLATES["plain"].render(turns)
+    assert text == "<image>A red circle.\n" and [text[a:b] for a, b in spans] == ["A red circle.\n"]
+    ex = tokenize_turns(turns, tokenizer, TEMPLATES["plain"], num_image_tokens=4)
+    assert tokenizer.decode(ex.input_ids[ex.labels != IGNORE_INDEX]) == "A red circle.\n"
