@@ -21,7 +21,7 @@ from .conversation import TEMPLATES
 from .data.dataset import CaptionDataModule, LlavaDataModule, record_turns
 from .data.generate import ToyDataConfig, generate_toy_data, load_llava_json
 from .evaluate import evaluate_exact_match
-from .model import llava_preset
+from .model import llava_preset, override
 from .tokenizer import load_tokenizer, train_bpe_tokenizer
 from .training import ClipModule, LanguageModule, LlavaModule, LossHistory, load_weights
 
@@ -47,6 +47,11 @@ class ToyConfig:
     max_len: int = 512
     seed: int = 0
     ablate_stage1: bool = True  # also train stage 2 from an untrained projector (report["no_stage1"])
+    model_overrides: dict = field(default_factory=dict)  # dotted-key changes to the "toy" preset, e.g. llm.n_layers
+
+    def model_config_overrides(self) -> dict:
+        """Everything that turns the "toy" model preset into this run's model."""
+        return {"llm.vocab_size": self.vocab_size, "llm.max_seq_len": self.max_len, **self.model_overrides}
 
 
 TOY_PRESETS: dict[str, ToyConfig] = {
@@ -98,9 +103,7 @@ class ToyRun:
         self.weights = self.out / "weights"
         self.losses: dict[str, list[float]] = {}
         self.seconds: dict[str, float] = {}
-        self.model_cfg = llava_preset("toy")
-        self.model_cfg.llm.vocab_size = cfg.vocab_size
-        self.model_cfg.llm.max_seq_len = cfg.max_len
+        self.model_cfg = override(llava_preset("toy"), cfg.model_config_overrides())
 
     def _log(self, msg: str) -> None:
         if self.progress:
@@ -168,7 +171,7 @@ class ToyRun:
         module = LlavaModule(
             stage=stage,
             preset="toy",
-            overrides={"llm.vocab_size": self.cfg.vocab_size, "llm.max_seq_len": self.cfg.max_len},
+            overrides=self.cfg.model_config_overrides(),
             lr=c.lr,
             warmup_ratio=c.warmup_ratio,
             vision_weights=str(self.weights / "vision.safetensors"),
@@ -230,22 +233,21 @@ def load_stage2_model(out: str | Path, name: str = "stage2"):
 
     out = Path(out)
     cfg = json.loads((out / "report.json").read_text())["config"]
-    model_cfg = llava_preset("toy")
-    model_cfg.llm.vocab_size, model_cfg.llm.max_seq_len = cfg["vocab_size"], cfg["max_len"]
-    model = Llava(model_cfg)
+    overrides = {"llm.vocab_size": cfg["vocab_size"], "llm.max_seq_len": cfg["max_len"],
+                 **cfg.get("model_overrides", {})}
+    model = Llava(override(llava_preset("toy"), overrides))
     load_weights(model, out / "weights" / f"{name}.safetensors", "llava")
     return model.eval(), load_tokenizer(out / "tokenizer")
 
 
 def write_report(out: Path, report: dict, losses: dict[str, list[float]]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # a bare Figure, not pyplot: no global backend switch, so a notebook's inline plots keep working
+    from matplotlib.figure import Figure
 
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    fig, axes = plt.subplots(1, len(losses), figsize=(3.2 * len(losses), 3), squeeze=False)
+    fig = Figure(figsize=(3.2 * len(losses), 3))
+    axes = fig.subplots(1, len(losses), squeeze=False)
     for ax, (name, values) in zip(axes[0], losses.items()):
         ax.plot(range(1, len(values) + 1), values, lw=0.8)
         ax.set_title(name)
@@ -254,7 +256,6 @@ def write_report(out: Path, report: dict, losses: dict[str, list[float]]) -> Non
     axes[0][0].set_ylabel("training loss")
     fig.tight_layout()
     fig.savefig(out / "loss_curves.png", dpi=100)
-    plt.close(fig)
     (out / "report.md").write_text(format_report(report))
 
 
