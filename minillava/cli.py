@@ -62,7 +62,7 @@ def toy_main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="minillava toy", description="Train and evaluate a toy LLaVA on a CPU.")
     parser.add_argument("--quick", action="store_true", help="a smoke-test preset (about 2 minutes)")
     parser.add_argument("--out", default=None, help="run folder (default: runs/toy, or runs/toy-quick)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="training seed (the data set stays the same)")
     parser.add_argument("--no-ablation", action="store_true", help="skip the stage-2-without-stage-1 run")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
