@@ -12,8 +12,9 @@ from pathlib import Path
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
+from .data.generate import IMAGE_TOKEN  # one definition of the placeholder, shared with the data files
+
 BOS, EOS, PAD, UNK = "<s>", "</s>", "<pad>", "<unk>"
-IMAGE_TOKEN = "<image>"
 SEPARATOR = "###"  # the v0 template's turn separator; one token, so generation can stop on it cleanly
 
 

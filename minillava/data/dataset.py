@@ -62,7 +62,6 @@ class LlavaDataset(Dataset):
         self.image_folder = Path(image_folder) if image_folder else None
         self.transform = clip_transform(image_size)
         records = load_llava_json(self.json_path)[:limit]
-        self.records = records
         self.examples: list[Example] = []
         self.pad_id = tokenizer.pad_token_id
         template_ = TEMPLATES[template]
