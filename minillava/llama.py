@@ -111,10 +111,6 @@ class KVCache:
         self.layers[layer] = (k, v)
         return k, v
 
-    def select(self, rows: torch.Tensor) -> None:
-        """Keep only the given batch rows (finished sequences drop out of generation)."""
-        self.layers = [None if kv is None else (kv[0][rows], kv[1][rows]) for kv in self.layers]
-
 
 class Attention(nn.Module):
     def __init__(self, cfg: LlamaConfig) -> None:
