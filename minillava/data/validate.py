@@ -58,7 +58,7 @@ def llava_features():
 def check_record(record: Any) -> str | None:
     """The first problem with one LLaVA record, or None if it is well formed."""
     if not isinstance(record, dict):
-        return f"record is a {type(record).__name__}, not an object"
+        return f"record is not an object (got {type(record).__name__})"
     if unknown := sorted(set(record) - set(KNOWN_FIELDS)):
         return f"unknown field(s) {unknown}; known: {list(KNOWN_FIELDS)}"
     rid = record.get("id")
