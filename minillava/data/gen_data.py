@@ -4,7 +4,8 @@
 
 Output folder:
 - ``stage2.jsonl`` / ``stage1.jsonl``: the journals. Each record is appended as one line and flushed as soon as
-  it exists, so a crash or kill loses at most the record in flight (a torn last line is cut off on restart).
+  it exists, so a crash or kill loses at most the records in flight (one with the toy teacher; up to
+  `concurrency` with a chat teacher); a torn last line is cut off on restart.
   A restart with the same settings skips every id already written. Each line is a LLaVA record.
 - ``stage2.json`` (instruction data: one record per image, conv / detail / complex in the `mix` proportions,
   the paper's 58K : 23K : 77K by default) and ``stage1.json`` (one caption pair per image, for feature
