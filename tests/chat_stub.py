@@ -53,7 +53,8 @@ class ChatStub:
                     if action.raw is not None:
                         payload = action.raw
                     elif action.status == 200:
-                        payload = json.dumps({"choices": [{"message": {"role": "assistant", "content": action.text}}]}).encode()
+                        message = {"role": "assistant", "content": action.text}
+                        payload = json.dumps({"choices": [{"message": message}]}).encode()
                     else:
                         payload = json.dumps({"error": {"message": f"stub status {action.status}"}}).encode()
                     try:

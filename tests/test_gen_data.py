@@ -159,7 +159,8 @@ def test_toy_run_writes_llava_json_and_a_summary(tmp_path, capsys):
     assert list(contexts) == [s.id for s in make_scenes("train", 40, seed=3)]
     for rec in stage1:
         question, caption = (t["value"] for t in rec["conversations"])
-        assert question.removeprefix("<image>\n") in STAGE1_INSTRUCTIONS and caption in caption_lines(contexts[rec["id"]])
+        assert question.removeprefix("<image>\n") in STAGE1_INSTRUCTIONS
+        assert caption in caption_lines(contexts[rec["id"]])
     summary = json.loads((out / "summary.json").read_text())
     assert summary["kinds"]["conv"]["records"] == 20 and summary["kinds"]["conv"]["share"] == 0.5
     assert summary["kinds"]["detail"]["turns_per_record"] == 1.0

@@ -344,7 +344,8 @@ def test_complex_answers_are_consistent(scenes):
                 return sum(SHAPE_PLURALS[o.shape] == group for o in objs)
 
             more = count(m[1]) > count(m[2])
-            assert conclusion == f"So {'yes' if more else 'no'}, there are {'' if more else 'not '}more {m[1]} than {m[2]}."
+            yes, not_ = ("yes", "") if more else ("no", "not ")
+            assert conclusion == f"So {yes}, there are {not_}more {m[1]} than {m[2]}."
             assert f"{count(m[1])} is " in a
         elif m := re.match(r"How many objects are between the (\w+ \w+) and the (\w+ \w+)\?", q):
             seen.add("between")
@@ -356,7 +357,8 @@ def test_complex_answers_are_consistent(scenes):
             seen.add("highest")
             top = min(o.row for o in objs)
             highest = [o.name for o in objs if o.row == top]
-            assert conclusion.startswith(f"So {_names_the(highest).lower()} {'is' if len(highest) == 1 else 'are'} the highest")
+            verb = "is" if len(highest) == 1 else "are"
+            assert conclusion.startswith(f"So {_names_the(highest).lower()} {verb} the highest")
         else:
             raise AssertionError(q)
     assert seen == {"removal", "count_size", "rightmost", "same_colour", "higher", "more_than", "between", "highest"}

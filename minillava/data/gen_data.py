@@ -336,7 +336,8 @@ def summarise(records: list[dict]) -> dict[str, Any]:
         k["words"] += sum(_words(t["value"]) for t in turns)
     n_instruct = sum(v["records"] for k, v in kinds.items() if k in STAGE2_KINDS)
     table = {}
-    for name in [*(k for k in ("caption", *STAGE2_KINDS) if k in kinds), *sorted(set(kinds) - {"caption", *STAGE2_KINDS})]:
+    known = ("caption", *STAGE2_KINDS)
+    for name in [*(k for k in known if k in kinds), *sorted(set(kinds) - set(known))]:
         v = kinds[name]
         table[name] = {
             "records": v["records"],
@@ -352,7 +353,8 @@ def summarise(records: list[dict]) -> dict[str, Any]:
 
 def format_summary(summary: dict[str, Any]) -> str:
     """The summary as a text table, plus the run's timing."""
-    header = ("kind", "records", "share", "turns/record", "words/question", "words/answer", "max answer", "words/record")
+    header = ("kind", "records", "share", "turns/record", "words/question", "words/answer", "max answer",
+              "words/record")
     rows = [header]
     for name, v in summary["kinds"].items():
         share = "-" if v["share"] is None else f"{100 * v['share']:.1f}%"

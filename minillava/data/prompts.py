@@ -136,10 +136,12 @@ EXAMPLES: dict[str, tuple[Example, ...]] = {
             ("What meal is this table set for?",
              "It looks like breakfast: there are pancakes on two plates, a cup of coffee and a bowl of oranges on a "
              "wooden table."),
-            ("How many plates are there?", "There are two plates, one on the left side of the table and one on the right."),
+            ("How many plates are there?",
+             "There are two plates, one on the left side of the table and one on the right."),
             ("What is between the two plates?",
              "A cup stands between the two plates, and just behind it there is a bowl with two oranges."),
-            ("Where are the flowers?", "The flowers are in a vase on the right side of the table, in front of the window."),
+            ("Where are the flowers?",
+             "The flowers are in a vase on the right side of the table, in front of the window."),
             ("How many people is the table set for, and how can you tell?",
              "Most likely two. There are two plates, one on each side of the table, each with its own pancakes, which "
              "is how you would set a table for two people eating together. There is only one cup, so one of them may "

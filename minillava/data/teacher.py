@@ -294,7 +294,8 @@ class ToyTeacher:
         if not inside:
             return Question("row", q, "nothing", f"Nothing is in the {ROWS[row]} row.")
         verb = "is" if len(inside) == 1 else "are"
-        return Question("row", q, _join([o.name for o in inside]), f"{_the(inside).capitalize()} {verb} in the {ROWS[row]} row.")
+        sentence = f"{_the(inside).capitalize()} {verb} in the {ROWS[row]} row."
+        return Question("row", q, _join([o.name for o in inside]), sentence)
 
     @staticmethod
     def _side(a, b, side: str, phrasing: int) -> Question:
