@@ -17,7 +17,7 @@ from PIL import Image
 
 from minillava.data.coco import find_annotation_files, load_coco
 from minillava.data.context import box_lines, caption_lines, format_context, normalise_xywh
-from minillava.data.gen_data import Journal, main, plan_kinds
+from minillava.data.gen_data import GenerationFailed, Journal, generate_dataset, main, plan_kinds, toy_source
 from minillava.data.prompts import SYSTEM, format_reply, parse_reply
 from minillava.data.teacher import STAGE1_INSTRUCTIONS
 from minillava.data.validate import load_llava
@@ -225,6 +225,25 @@ def test_damage_and_changed_settings_are_refused(tmp_path, capsys):
     journal.write_text("".join(lines[:3] + ["{broken\n"] + lines[3:]))
     with pytest.raises(ValueError, match=r"stage1\.jsonl: line 4 is not a complete JSON record"):
         Journal(journal)
+
+
+class ImageTokenTeacher:
+    """A teacher whose reply would repeat the image token: the record must be refused, not written."""
+
+    def respond(self, kind, context, rng):
+        return [("What is in this <image>?", "Shapes.")] if "circle" in context else [("What is here?", "Shapes.")]
+
+
+def test_turns_that_make_a_bad_record_are_refused_and_noted(tmp_path):
+    source = toy_source(12)
+    with pytest.raises(GenerationFailed, match=r"record\(s\) failed"):
+        generate_dataset(source, tmp_path, ImageTokenTeacher(), {"name": "test"}, progress=False)
+    errors = [json.loads(line) for line in (tmp_path / "errors.jsonl").read_text().splitlines()]
+    bad = {f"{im.id}-" for im in source.images if "circle" in im.context}
+    assert errors and {e["id"].rsplit("-", 1)[0] + "-" for e in errors} == bad
+    assert all("<image> exactly once, found 2" in e["error"] for e in errors)
+    written = [json.loads(line)["id"] for line in (tmp_path / "stage2.jsonl").read_text().splitlines()]
+    assert len(written) + len(errors) == len(source.images)
 
 
 def test_cli_argument_errors(tmp_path, capsys):

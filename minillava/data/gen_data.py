@@ -32,7 +32,7 @@ from typing import Any
 
 from minillava.data.generate import _record  # one record layout for every generator
 from minillava.data.teacher import STAGE2_KINDS, Teacher, caption_pair
-from minillava.data.validate import IMAGE_TOKEN, validate_records, write_json
+from minillava.data.validate import IMAGE_TOKEN, check_record, validate_records, write_json
 
 PAPER_MIX = (58, 23, 77)  # thousands of conversation, detail and complex-reasoning records in LLaVA-Instruct-158K
 
@@ -166,7 +166,6 @@ class Result:
     out: Path
     files: dict[str, Path]
     summary: dict[str, Any]
-    failures: list[dict]
 
 
 class GenerationFailed(RuntimeError):
@@ -201,7 +200,7 @@ def generate_dataset(
     _check_meta(out / "meta.json", meta)
 
     stage1, stage2 = Journal(out / "stage1.jsonl"), Journal(out / "stage2.jsonl")
-    todo = [(im, kind) for im, kind in zip(source.images, kinds)]
+    todo = list(zip(source.images, kinds))
     n_total = 2 * len(todo)
     n_resumed = len(stage1.ids) + len(stage2.ids)
     failures: list[dict] = []
@@ -217,13 +216,15 @@ def generate_dataset(
         """Write the record whose turns `outcome` returns, or note the teacher's failure on it."""
         rid = f"{im.id}-{kind}"
         try:
-            turns = outcome()
+            record = _record(rid, kind, outcome(), prefix, im.image)
+            if problem := check_record(record):  # e.g. a teacher that wrote "<image>" into its reply
+                raise ValueError(f"the teacher's turns make a bad record: {problem}")
         except Exception as exc:  # a teacher's error belongs to its record: noted, and the run goes on
             failures.append({"id": rid, "kind": kind, "error": f"{type(exc).__name__}: {exc}"})
             if getattr(exc, "fatal", False) or len(failures) > max_failures:
                 raise GenerationFailed(f"stopping after {len(failures)} failed record(s); last, {rid}: {exc}") from exc
             return
-        stage2.append(_record(rid, kind, turns, prefix, im.image))
+        stage2.append(record)
         if bar:
             bar.update()
 
@@ -273,14 +274,14 @@ def generate_dataset(
         raise GenerationFailed(f"{len(failures)} record(s) failed (see {out / 'errors.jsonl'}); the rest is kept "
                                "in the .jsonl journals: run the same command again to retry them")
 
-    files = _finalise(out, source, kinds)
+    files = _finalise(out, source)
     records = {name: json.loads(files[name].read_text()) for name in ("stage1", "stage2")}
     summary = summarise(records["stage1"] + records["stage2"])
     summary["run"] = {"generated": n_total - n_resumed, "resumed": n_resumed, "seconds": round(seconds, 2),
                       "records_per_second": round((n_total - n_resumed) / seconds, 1) if seconds > 0 else None,
                       "image_folder": str(source.image_folder or images_dir)}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    return Result(out, files, summary, failures)
+    return Result(out, files, summary)
 
 
 def _check_meta(path: Path, meta: dict) -> None:
@@ -297,7 +298,7 @@ def _check_meta(path: Path, meta: dict) -> None:
         path.write_text(json.dumps(meta, indent=2) + "\n")
 
 
-def _finalise(out: Path, source: Source, kinds: list[str]) -> dict[str, Path]:
+def _finalise(out: Path, source: Source) -> dict[str, Path]:
     """The journals -> LLaVA JSON in image order, each record validated on the way."""
     order = {im.id: i for i, im in enumerate(source.images)}
     files = {}
