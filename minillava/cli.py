@@ -1,7 +1,8 @@
 """The `minillava` command.
 
     minillava toy [--quick] [--out DIR]          the whole paper in miniature on a CPU (the main job)
-    minillava gen-data --toy|--coco DIR --out DIR the paper's data pipeline: contexts -> teacher -> LLaVA JSON
+    minillava gen-data --toy N --out DIR          the paper's data pipeline: contexts -> teacher -> LLaVA JSON
+                                                  (or --coco FOLDER with a chat teacher; see --help)
     minillava fit -c toy/stage2 [--overrides]     any stage through LightningCLI; -c takes a packaged config
                                                   name (minillava/configs/NAME.yaml) or a YAML path
     minillava {validate,test,predict} ...         the other LightningCLI subcommands

@@ -398,7 +398,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--out", required=True, help="output folder (resumed if it holds a previous run)")
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--toy", type=int, nargs="?", const=4000, metavar="N",
-                      help="N toy scenes (default 4000, the size of the toy job's data)")
+                      help="N toy scenes (default 4000)")
     what.add_argument("--coco", metavar="FOLDER", help="a COCO-style folder: captions + instances JSON and images")
     parser.add_argument("--captions", help="the COCO captions file (default: found in FOLDER)")
     parser.add_argument("--instances", help="the COCO instances file (default: found in FOLDER)")
