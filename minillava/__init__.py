@@ -1,8 +1,22 @@
 """minillava: an educational, scalable reference implementation of LLaVA (Visual Instruction Tuning)."""
 
-from .llama import Llama, LlamaConfig
-from .model import Llava, LlavaConfig, llava_preset
-from .vision import VisionConfig, VisionTower
+from importlib import import_module
 
-__all__ = ["Llama", "LlamaConfig", "Llava", "LlavaConfig", "VisionConfig", "VisionTower", "llava_preset"]
+# Model classes load on first use, so commands that need no torch (`minillava gen-data`) start in a blink.
+_EXPORTS = {
+    "Llama": ".llama",
+    "LlamaConfig": ".llama",
+    "Llava": ".model",
+    "LlavaConfig": ".model",
+    "llava_preset": ".model",
+    "VisionConfig": ".vision",
+    "VisionTower": ".vision",
+}
+__all__ = sorted(_EXPORTS)
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name], __name__), name)
+    raise AttributeError(f"module 'minillava' has no attribute {name!r}")

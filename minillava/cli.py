@@ -1,6 +1,8 @@
 """The `minillava` command.
 
     minillava toy [--quick] [--out DIR]          the whole paper in miniature on a CPU (the main job)
+    minillava gen-data --toy N --out DIR          the paper's data pipeline: contexts -> teacher -> LLaVA JSON
+                                                  (or --coco FOLDER with a chat teacher; see --help)
     minillava fit -c toy/stage2 [--overrides]     any stage through LightningCLI; -c takes a packaged config
                                                   name (minillava/configs/NAME.yaml) or a YAML path
     minillava {validate,test,predict} ...         the other LightningCLI subcommands
@@ -86,10 +88,15 @@ def main(argv: list[str] | None = None) -> None:
     command, rest = argv[0], argv[1:]
     if command == "toy":
         toy_main(rest)
+    elif command == "gen-data":
+        from .data.gen_data import main as gen_data_main
+
+        gen_data_main(rest)
     elif command in LIGHTNING_SUBCOMMANDS:
         lightning_main(argv)
     else:
-        raise SystemExit(f"minillava: unknown command {command!r}; try: toy, {', '.join(LIGHTNING_SUBCOMMANDS)}")
+        raise SystemExit(f"minillava: unknown command {command!r}; "
+                         f"try: toy, gen-data, {', '.join(LIGHTNING_SUBCOMMANDS)}")
 
 
 if __name__ == "__main__":

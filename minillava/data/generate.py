@@ -16,17 +16,17 @@ A LLaVA record: {"id", "image", "conversations": [{"from": "human", "value": "<i
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from minillava.data.teacher import ToyTeacher, caption_lines
+from minillava.data.teacher import STAGE2_KINDS, ToyTeacher, caption_lines
+from minillava.data.validate import IMAGE_TOKEN, load_llava_json
+from minillava.data.validate import write_json as _write_json
 from minillava.data.world import Scene, WorldConfig, make_scenes, render, symbolic_context
 
-IMAGE_TOKEN = "<image>"
-STAGE2_KINDS = ("conv", "detail", "complex")
+__all__ = ["IMAGE_TOKEN", "STAGE2_KINDS", "ToyDataConfig", "generate_toy_data", "load_llava_json"]
 
 
 @dataclass
@@ -66,32 +66,13 @@ def _record(record_id: str, kind: str, turns: list[tuple[str, str]], prefix: str
 
 
 def _turns(teacher: ToyTeacher, kind: str, context: str, rng: random.Random) -> list[tuple[str, str]]:
-    if kind == "conv":
-        return teacher.conversation(context, rng)
-    if kind == "detail":
-        return [teacher.detail(context, rng)]
-    if kind == "complex":
-        return [teacher.complex(context, rng)]
-    return [teacher.caption(context, rng)]
+    return [teacher.caption(context, rng)] if kind == "caption" else teacher.respond(kind, context, rng)
 
 
 def _scene_rng(purpose: str, scene: Scene) -> random.Random:
     # One rng per (purpose, scene): a record does not depend on how many scenes
     # came before it, so growing n_train keeps the existing records unchanged.
     return random.Random(f"{purpose}/{scene.seed}")
-
-
-def _write_json(path: Path, data: list | dict) -> None:
-    # One record per line: still valid JSON, easy to read and diff, and written by
-    # json's fast C encoder (indent=... falls back to the slow pure-Python one).
-    if isinstance(data, dict):
-        items = [f"{json.dumps(k)}: {json.dumps(v, ensure_ascii=False)}" for k, v in data.items()]
-        open_, close = "{", "}"
-    else:
-        items = [json.dumps(r, ensure_ascii=False) for r in data]
-        open_, close = "[", "]"
-    body = ",\n".join(items)
-    path.write_text(f"{open_}\n{body}\n{close}\n" if items else f"{open_}{close}\n", encoding="utf-8")
 
 
 def generate_toy_data(out_dir: Path, cfg: ToyDataConfig, progress: bool = False) -> dict[str, Path]:
@@ -168,57 +149,3 @@ def generate_toy_data(out_dir: Path, cfg: ToyDataConfig, progress: bool = False)
     for name, data in outputs.items():
         _write_json(paths[name], data)
     return paths
-
-
-def _check_record(record: Any) -> str | None:
-    """The first problem with one LLaVA record, or None if it is well formed."""
-    if not isinstance(record, dict):
-        return f"record is a {type(record).__name__}, not an object"
-    if not isinstance(record.get("id"), str) or not record["id"]:
-        return 'missing or empty "id"'
-    turns = record.get("conversations")
-    if not isinstance(turns, list) or not turns:
-        return 'missing or empty "conversations"'
-    has_image = "image" in record
-    if has_image and (not isinstance(record["image"], str) or not record["image"]):
-        return '"image" must be a non-empty string'
-    if len(turns) % 2:
-        return f"{len(turns)} turns: must be human/gpt pairs"
-    for t, turn in enumerate(turns):
-        expected = "human" if t % 2 == 0 else "gpt"
-        if not isinstance(turn, dict) or turn.get("from") != expected:
-            got = turn.get("from") if isinstance(turn, dict) else turn
-            return f"turn {t} must be from {expected!r}, got {got!r}"
-        value = turn.get("value")
-        if not isinstance(value, str) or not value.strip():
-            return f"turn {t} has an empty or missing value"
-        if t > 0 and IMAGE_TOKEN in value:
-            return f"turn {t}: {IMAGE_TOKEN} may only appear in the first human turn"
-    first = turns[0]["value"]
-    if not has_image:
-        if IMAGE_TOKEN in first:
-            return f'{IMAGE_TOKEN} in a record without "image"'
-        return None
-    if first.count(IMAGE_TOKEN) != 1:
-        return f"first human turn must contain {IMAGE_TOKEN} exactly once, found {first.count(IMAGE_TOKEN)}"
-    if not first.startswith(IMAGE_TOKEN + "\n"):
-        return f"first human turn must start with {IMAGE_TOKEN!r} + newline"
-    return None
-
-
-def load_llava_json(path: Path | str) -> list[dict]:
-    """Load a LLaVA-format JSON file, raising ValueError on the first malformed record."""
-    path = Path(path)
-    data = json.loads(path.read_text(encoding="utf-8"))
-    if not isinstance(data, list):
-        raise ValueError(f"{path}: expected a list of records, got {type(data).__name__}")
-    seen: set[str] = set()
-    for index, record in enumerate(data):
-        problem = _check_record(record)
-        record_id = record.get("id") if isinstance(record, dict) else None
-        if problem is None and record_id in seen:
-            problem = "duplicate id"
-        if problem is not None:
-            raise ValueError(f"{path}: record {index} (id={record_id!r}): {problem}")
-        seen.add(record_id)
-    return data

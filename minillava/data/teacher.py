@@ -7,6 +7,12 @@ text and asked for conversations, detailed descriptions and complex reasoning.
 are re-derived from the box lines by ``parse_context``. It only borrows the
 world's vocabulary (colour, shape and row words), as GPT-4 brought its own.
 
+What the paper asked of GPT-4, and where it is here:
+- conversations about counts, attributes, absolute and relative positions and
+  comparisons, in varied phrasing: ``questions`` and ``conversation``;
+- detailed descriptions that cover every object: ``detail``;
+- complex reasoning with a chain of steps and a conclusion: ``complex``.
+
 Column scheme for "Where is ...?" answers (4 columns): left, centre left,
 centre right, right; an answer is "<row> <column>", e.g. "top centre left".
 """
@@ -15,11 +21,18 @@ from __future__ import annotations
 
 import math
 import random
-import re
 from collections import Counter
 from dataclasses import dataclass
+from typing import Protocol
 
-from minillava.data.world import COLOURS, ROWS, SHAPES, SIZE_THRESHOLD, position_phrase
+from minillava.data.context import caption_lines, parse_box_line
+from minillava.data.world import COLOURS, NUMBER_WORDS, ROWS, SHAPE_PLURALS, SHAPES, SIZE_THRESHOLD, position_phrase
+
+__all__ = ["ContextObject", "Question", "Teacher", "ToyTeacher", "caption_lines", "caption_pair", "parse_context"]
+
+Turns = list[tuple[str, str]]  # (question, answer) pairs; the first question gets the image token later
+
+STAGE2_KINDS = ("conv", "detail", "complex")  # the paper's three response types
 
 SHORT_ANSWER = "Answer with a single word or phrase."
 
@@ -43,8 +56,13 @@ DETAIL_INSTRUCTIONS = (
     "Give a detailed description of the image.",
 )
 
-QUESTION_KINDS = ("count", "colour", "shape", "yesno", "relation", "position")
+# The kinds the held-out evaluation asks; their phrasings, answers and share of conversation turns are kept
+# as they were when the evaluation was designed (see ``conversation``).
 EVAL_KINDS = ("count", "colour", "yesno", "relation")
+# Conversation groups besides the evaluated kinds: attributes and places (absolute and relative).
+ATTRIBUTE_KINDS = ("shape", "size", "count_colour", "count_shape", "larger")
+PLACE_KINDS = ("position", "extreme", "row", "side", "above", "higher")
+QUESTION_KINDS = EVAL_KINDS + ATTRIBUTE_KINDS + PLACE_KINDS
 
 # A few phrasings per kind, shared by every generator: a tiny model can learn
 # this small set. The first phrasing of each kind is the one used for eval.
@@ -55,17 +73,32 @@ PHRASINGS = {
         "What is the number of objects in the image?",
     ),
     "colour": ("What colour is the {shape}?", "What is the colour of the {shape}?"),
-    "shape": ("What shape is the {colour} object?", "What is the shape of the {colour} object?"),
     "yesno": ("Is there a {name} in the image?", "Does the image contain a {name}?"),
     "relation": (
         "What is directly to the {side} of the {name}?",
         "Which object is directly to the {side} of the {name}?",
     ),
+    "shape": ("What shape is the {colour} object?", "What is the shape of the {colour} object?"),
+    "size": ("What size is the {name}?", "Is the {name} large or small?"),
+    "count_colour": ("How many {colour} objects are there?", "How many objects are {colour}?"),
+    "count_shape": ("How many {shapes} are there?", "How many {shapes} can you see?"),
+    "larger": ("Which is larger, the {name} or the {other}?", "Which object is bigger, the {name} or the {other}?"),
     "position": ("Where is the {name}?", "Where is the {name} in the image?"),
+    "extreme": ("Which object is furthest to the {side}?", "What is the {side}most object?"),
+    "row": ("What is in the {row} row?", "Which objects are in the {row} row?"),
+    "side": ("Is the {name} to the {side} of the {other}?", "Is the {name} on the {side} side of the {other}?"),
+    "above": ("Is the {name} above the {other}?", "Is the {name} higher up than the {other}?"),
+    "higher": ("Which is higher, the {name} or the {other}?", "Which object is higher up, the {name} or the {other}?"),
 }
 
-_NUM = r"(\d+(?:\.\d+)?)"
-_BOX_LINE = re.compile(rf"^([a-z]+) ([a-z]+): \[{_NUM}, {_NUM}, {_NUM}, {_NUM}\]$")
+
+class Teacher(Protocol):
+    """Every teacher: a symbolic context (text) in, (question, answer) turns out; it never sees pixels.
+
+    ``kind`` is one of STAGE2_KINDS; "detail" and "complex" return one turn, "conv" several.
+    """
+
+    def respond(self, kind: str, context: str, rng: random.Random) -> Turns: ...
 
 
 @dataclass(frozen=True)
@@ -91,20 +124,17 @@ def parse_context(text: str, n_columns: int = 4) -> list[ContextObject]:
     for line in text.splitlines():
         if "[" not in line:
             continue
-        m = _BOX_LINE.match(line.strip())
-        if m is None:
-            raise ValueError(f"bad box line: {line!r}")
-        colour, shape = m.group(1), m.group(2)
-        x1, y1, x2, y2 = (float(v) for v in m.group(3, 4, 5, 6))
+        name, (x1, y1, x2, y2) = parse_box_line(line)
+        colour, _, shape = name.partition(" ")
         if colour not in COLOURS or shape not in SHAPES:
             raise ValueError(f"unknown colour or shape in box line: {line!r}")
-        if not (0 <= x1 < x2 <= 1 and 0 <= y1 < y2 <= 1):
-            raise ValueError(f"box out of [0, 1] or empty in line: {line!r}")
+        if x1 == x2 or y1 == y2:
+            raise ValueError(f"empty box in line: {line!r}")
         cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
         column = min(math.floor(cx * n_columns), n_columns - 1)
         row = min(math.floor(cy * len(ROWS)), len(ROWS) - 1)
         size = "large" if (x2 - x1) / cell > SIZE_THRESHOLD else "small"
-        objects.append(ContextObject(f"{colour} {shape}", colour, shape, size, column, row, (x1, y1, x2, y2)))
+        objects.append(ContextObject(name, colour, shape, size, column, row, (x1, y1, x2, y2)))
     if not objects:
         raise ValueError("symbolic context has no box lines")
     names = [o.name for o in objects]
@@ -113,9 +143,9 @@ def parse_context(text: str, n_columns: int = 4) -> list[ContextObject]:
     return sorted(objects, key=lambda o: o.column)
 
 
-def caption_lines(text: str) -> list[str]:
-    """The free-text captions: the lines before the first blank line."""
-    return [line for line in text.split("\n\n")[0].splitlines() if line.strip() and "[" not in line]
+def caption_pair(context: str, rng: random.Random) -> tuple[str, str]:
+    """Stage-1 pair: one of the paper's 11 brief-description instructions and one of the image's captions."""
+    return rng.choice(STAGE1_INSTRUCTIONS), rng.choice(caption_lines(context))
 
 
 @dataclass(frozen=True)
@@ -130,6 +160,11 @@ def _join(items: list[str]) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
+def _the(objs) -> str:
+    """"the red circle and the blue square"."""
+    return _join([f"the {o.name}" for o in objs])
+
+
 def _objects_phrase(n: int) -> str:
     return f"{n} object" if n == 1 else f"{n} objects"
 
@@ -138,11 +173,37 @@ def _there_are(n: int) -> str:
     return f"There {'is' if n == 1 else 'are'} {_objects_phrase(n)} in the image."
 
 
+def _how_many(k: int, singular: str, plural: str) -> str:
+    """"There are no circles." / "There is 1 circle." / "There are 3 circles."."""
+    if k == 0:
+        return f"There are no {plural}."
+    return f"There is 1 {singular}." if k == 1 else f"There are {k} {plural}."
+
+
+def _group(kind: str) -> str:
+    """The conversation group of a question kind: an evaluated kind is its own group."""
+    if kind in ATTRIBUTE_KINDS:
+        return "attribute"
+    if kind in PLACE_KINDS:
+        return "place"
+    return kind
+
+
 class ToyTeacher:
     """Writes instruction data from a symbolic context, like text-only GPT-4 did."""
 
     def __init__(self, n_columns: int = 4):
         self.n_columns = n_columns
+
+    def respond(self, kind: str, context: str, rng: random.Random) -> Turns:
+        """The ``Teacher`` interface: one record's turns of the given kind."""
+        if kind == "conv":
+            return self.conversation(context, rng)
+        if kind == "detail":
+            return [self.detail(context, rng)]
+        if kind == "complex":
+            return [self.complex(context, rng)]
+        raise ValueError(f"unknown response kind {kind!r}; expected one of {STAGE2_KINDS}")
 
     # -- helpers -------------------------------------------------------------
 
@@ -196,13 +257,77 @@ class ToyTeacher:
         present = {o.name for o in objs}
         return [f"{c} {s}" for c in COLOURS for s in SHAPES if f"{c} {s}" not in present]
 
+    # -- attribute and place questions (conversation only) --------------------
+
+    @staticmethod
+    def _size(o, phrasing: int) -> Question:
+        return Question("size", PHRASINGS["size"][phrasing].format(name=o.name), o.size, f"The {o.name} is {o.size}.")
+
+    @staticmethod
+    def _count_colour(objs, colour: str, phrasing: int) -> Question:
+        k = sum(o.colour == colour for o in objs)
+        q = PHRASINGS["count_colour"][phrasing].format(colour=colour)
+        return Question("count_colour", q, str(k), _how_many(k, f"{colour} object", f"{colour} objects"))
+
+    @staticmethod
+    def _count_shape(objs, shape: str, phrasing: int) -> Question:
+        k = sum(o.shape == shape for o in objs)
+        q = PHRASINGS["count_shape"][phrasing].format(shapes=SHAPE_PLURALS[shape])
+        return Question("count_shape", q, str(k), _how_many(k, shape, SHAPE_PLURALS[shape]))
+
+    @staticmethod
+    def _larger(a, b, phrasing: int) -> Question:  # a and b differ in size
+        big, small = (a, b) if a.size == "large" else (b, a)
+        q = PHRASINGS["larger"][phrasing].format(name=a.name, other=b.name)
+        return Question("larger", q, big.name, f"The {big.name} is larger than the {small.name}.")
+
+    @staticmethod
+    def _extreme(objs, side: str, phrasing: int) -> Question:
+        o = objs[0] if side == "left" else objs[-1]
+        q = PHRASINGS["extreme"][phrasing].format(side=side)
+        return Question("extreme", q, o.name, f"The {o.name} is furthest to the {side}.")
+
+    @staticmethod
+    def _row(objs, row: int, phrasing: int) -> Question:
+        q = PHRASINGS["row"][phrasing].format(row=ROWS[row])
+        inside = [o for o in objs if o.row == row]
+        if not inside:
+            return Question("row", q, "nothing", f"Nothing is in the {ROWS[row]} row.")
+        verb = "is" if len(inside) == 1 else "are"
+        sentence = f"{_the(inside).capitalize()} {verb} in the {ROWS[row]} row."
+        return Question("row", q, _join([o.name for o in inside]), sentence)
+
+    @staticmethod
+    def _side(a, b, side: str, phrasing: int) -> Question:
+        q = PHRASINGS["side"][phrasing].format(name=a.name, side=side, other=b.name)
+        actual = "left" if a.column < b.column else "right"  # columns are distinct
+        if actual == side:
+            return Question("side", q, "yes", f"Yes, the {a.name} is to the {side} of the {b.name}.")
+        return Question("side", q, "no", f"No, the {a.name} is to the {actual} of the {b.name}.")
+
+    @staticmethod
+    def _above(a, b, phrasing: int) -> Question:
+        q = PHRASINGS["above"][phrasing].format(name=a.name, other=b.name)
+        if a.row < b.row:  # row 0 is the top
+            return Question("above", q, "yes", f"Yes, the {a.name} is above the {b.name}.")
+        if a.row > b.row:
+            return Question("above", q, "no", f"No, the {a.name} is below the {b.name}.")
+        return Question("above", q, "no", f"No, the {a.name} and the {b.name} are in the same row.")
+
+    @staticmethod
+    def _higher(a, b, phrasing: int) -> Question:  # a and b are in different rows
+        top, low = (a, b) if a.row < b.row else (b, a)
+        q = PHRASINGS["higher"][phrasing].format(name=a.name, other=b.name)
+        return Question("higher", q, top.name, f"The {top.name} is higher than the {low.name}.")
+
     # -- short questions -----------------------------------------------------
 
     def questions(self, context: str, rng: random.Random) -> list[Question]:
         """Every short-answer question the context supports, phrasing picked by rng.
 
         Yes/no questions are balanced: one "yes" per object and as many "no"
-        questions about colour+shape pairs absent from the scene.
+        questions about colour+shape pairs absent from the scene. Pairs of objects
+        are asked about in a random order, so "yes" and "no" answers both occur.
         """
         objs = self._parse(context)
 
@@ -220,6 +345,25 @@ class ToyTeacher:
                 if other is not None:
                     out.append(self._relation(o, side, other, p("relation")))
         out += [self._position(o, p("position")) for o in objs]
+
+        out += [self._size(o, p("size")) for o in objs]
+        # every colour and shape present, and one absent of each ("How many squares?" -> "0")
+        for values, attr, make in ((COLOURS, "colour", self._count_colour), (SHAPES, "shape", self._count_shape)):
+            present = sorted({getattr(o, attr) for o in objs})
+            absent = [v for v in values if v not in present]
+            for v in present + rng.sample(absent, min(1, len(absent))):
+                out.append(make(objs, v, p(f"count_{attr}")))
+        out += [self._row(objs, row, p("row")) for row in range(len(ROWS))]
+        if len(objs) >= 2:
+            out += [self._extreme(objs, side, p("extreme")) for side in ("left", "right")]
+        for a, b in ((a, b) for i, a in enumerate(objs) for b in objs[i + 1 :]):
+            a, b = rng.sample((a, b), 2)  # which one is named first
+            if a.size != b.size:
+                out.append(self._larger(a, b, p("larger")))
+            if a.row != b.row:
+                out.append(self._higher(a, b, p("higher")))
+            out.append(self._side(a, b, rng.choice(("left", "right")), p("side")))
+            out.append(self._above(a, b, p("above")))
         return out
 
     def eval_questions(self, context: str, rng: random.Random) -> list[Question]:
@@ -240,20 +384,31 @@ class ToyTeacher:
 
     # -- the paper's three response types, plus stage-1 captions -------------
 
-    def conversation(self, context: str, rng: random.Random) -> list[tuple[str, str]]:
-        """3-6 turns about the image: first one question of each kind (in random order), then more distinct ones.
+    def conversation(self, context: str, rng: random.Random) -> Turns:
+        """3-6 turns about the image: first one question of each group (in random order), then more distinct ones.
+
+        Groups: each evaluated kind (count, colour, yes/no, relation), "attribute" (shape, size, counts by
+        colour or shape, size comparisons) and "place" (absolute position, furthest left or right, rows, left
+        of / above, which is higher). The attribute and place groups are cut to the sizes the shape and
+        position groups had before they grew (one per object of a unique colour, one per object), so the
+        evaluated kinds keep their share of the turns.
 
         Like LLaVA-1.5, a turn either asks for a short answer (with the SHORT_ANSWER suffix) or gets a
         full-sentence answer.
         """
         pool = self.questions(context, rng)
-        by_kind: dict[str, list[Question]] = {}
+        by_group: dict[str, list[Question]] = {}
         for q in pool:
-            by_kind.setdefault(q.kind, []).append(q)
+            by_group.setdefault(_group(q.kind), []).append(q)
+        sizes = {"attribute": sum(q.kind == "shape" for q in pool), "place": sum(q.kind == "position" for q in pool)}
+        for group, size in sizes.items():
+            if kept := rng.sample(by_group.pop(group, []), size):
+                by_group[group] = kept
+        pool = [q for qs in by_group.values() for q in qs]
         n_turns = rng.randint(3, 6)
-        kinds = sorted(by_kind)
-        rng.shuffle(kinds)
-        chosen = [rng.choice(by_kind[kind]) for kind in kinds][:n_turns]
+        groups = sorted(by_group)
+        rng.shuffle(groups)
+        chosen = [rng.choice(by_group[group]) for group in groups][:n_turns]
         rest = [q for q in pool if q not in chosen]
         chosen += rng.sample(rest, min(len(rest), n_turns - len(chosen)))
         turns = []
@@ -265,30 +420,57 @@ class ToyTeacher:
         return turns
 
     def detail(self, context: str, rng: random.Random) -> tuple[str, str]:
-        """A detailed description: the count, then every object left to right."""
+        """A detailed description: the count, every object left to right, then how they group and stack."""
         objs = self._parse(context)
         where = [self._where(o) for o in objs]
         if len(objs) == 1:
-            text = f"There is 1 object in the image: a {objs[0].size} {objs[0].name} at the {where[0]}."
-        elif rng.random() < 0.5:  # two styles: one listing sentence, or one sentence per object
+            return rng.choice(DETAIL_INSTRUCTIONS), \
+                f"There is 1 object in the image: a {objs[0].size} {objs[0].name} at the {where[0]}."
+        style = rng.randrange(3)  # one listing sentence, one sentence per object, or a walk from left to right
+        if style == 0:
             parts = [f"a {o.size} {o.name} at the {w}" for o, w in zip(objs, where)]
             text = f"{_there_are(len(objs))} From left to right, there is {_join(parts)}."
-        else:
+        elif style == 1:
             parts = [f"A {o.size} {o.name} is at the {w}." for o, w in zip(objs, where)]
             text = f"{_there_are(len(objs))} From left to right: " + " ".join(parts)
-        return rng.choice(DETAIL_INSTRUCTIONS), text
+        else:
+            parts = [f"On the far left, a {objs[0].size} {objs[0].name} is at the {where[0]}."]
+            parts += [f"Next to the right, a {o.size} {o.name} is at the {w}." for o, w in zip(objs[1:], where[1:])]
+            text = f"{_there_are(len(objs))} " + " ".join(parts)
+        extras = [self._colour_summary(objs), self._height_summary(objs)]
+        return rng.choice(DETAIL_INSTRUCTIONS), " ".join([text] + [e for e in extras if e])
+
+    @staticmethod
+    def _colour_summary(objs) -> str:
+        repeated = [(c, k) for c, k in sorted(Counter(o.colour for o in objs).items()) if k > 1]
+        if not repeated:
+            return "Every object has a different colour."
+        if repeated[0][1] == len(objs):
+            return f"All of them are {repeated[0][0]}."
+        return " ".join(f"{NUMBER_WORDS[k].capitalize()} of the objects are {c}." for c, k in repeated)
+
+    @staticmethod
+    def _height_summary(objs) -> str:
+        top = min(o.row for o in objs)
+        highest = [o for o in objs if o.row == top]
+        if len(highest) == len(objs):
+            return f"They are all in the {ROWS[top]} row."
+        if len(highest) == 1:
+            return f"The {highest[0].name} is the highest object."
+        return f"{_the(highest).capitalize()} are the highest, side by side in the {ROWS[top]} row."
 
     def complex(self, context: str, rng: random.Random) -> tuple[str, str]:
-        """A question that needs a few steps of reasoning, answered step by step."""
+        """A question that needs a few steps of reasoning, answered step by step, ending in "So ..."."""
         objs = self._parse(context)
-        templates = [self._removal, self._count_size]
+        templates = [self._removal, self._count_size, self._more_than]
         if len(objs) >= 2:
-            templates += [self._rightmost_vs_leftmost, self._same_colour, self._higher]
+            templates += [self._rightmost_vs_leftmost, self._same_colour, self._higher_than, self._between,
+                          self._highest]
         return rng.choice(templates)(objs, rng)
 
     def caption(self, context: str, rng: random.Random) -> tuple[str, str]:
         """Stage-1 pair: a brief-description instruction and one of the captions."""
-        return rng.choice(STAGE1_INSTRUCTIONS), rng.choice(caption_lines(context))
+        return caption_pair(context, rng)
 
     # -- complex-reasoning templates ------------------------------------------
 
@@ -334,7 +516,7 @@ class ToyTeacher:
         n_colours = len(set(colours))
         return q, f"{steps} That is {n_colours} different colours. So no, the objects are not all the same colour."
 
-    def _higher(self, objs, rng) -> tuple[str, str]:
+    def _higher_than(self, objs, rng) -> tuple[str, str]:
         a, b = rng.sample(objs, 2)
         q = f"Is the {a.name} higher than the {b.name}?"
         steps = f"The {a.name} is in the {ROWS[a.row]} row. The {b.name} is in the {ROWS[b.row]} row."
@@ -346,3 +528,45 @@ class ToyTeacher:
         end = f"So yes, the {a.name} is higher than the {b.name}." if higher else \
             f"So no, the {a.name} is not higher than the {b.name}."
         return q, f"{steps} {reason} {end}"
+
+    def _more_than(self, objs, rng) -> tuple[str, str]:
+        """Compare two counts: shapes ("more circles than squares") or colours ("more red objects than blue")."""
+        attr, values = ("shape", SHAPES) if rng.random() < 0.5 else ("colour", COLOURS)
+        # one value present in the image, the other any different one, in a random order
+        a = rng.choice(sorted({getattr(o, attr) for o in objs}))
+        a, b = rng.sample([a, rng.choice([v for v in values if v != a])], 2)
+        names = {v: (v, SHAPE_PLURALS[v]) if attr == "shape" else (f"{v} object", f"{v} objects") for v in (a, b)}
+        members = {v: [o for o in objs if getattr(o, attr) == v] for v in (a, b)}
+        plural = {v: names[v][1] for v in (a, b)}
+        q = f"Are there more {plural[a]} than {plural[b]}?"
+        steps = []
+        for v in (a, b):
+            found, sentence = members[v], _how_many(len(members[v]), *names[v])
+            steps.append(sentence[:-1] + f": {_the(found)}." if found else sentence)
+        ka, kb = len(members[a]), len(members[b])
+        compare = f"{ka} is {'more' if ka > kb else 'not more'} than {kb}."
+        end = (f"So yes, there are more {plural[a]} than {plural[b]}." if ka > kb else
+               f"So no, there are not more {plural[a]} than {plural[b]}.")
+        return q, " ".join(steps + [compare, end])
+
+    def _between(self, objs, rng) -> tuple[str, str]:
+        i, j = sorted(rng.sample(range(len(objs)), 2))
+        a, b = objs[i], objs[j]
+        q = f"How many objects are between the {a.name} and the {b.name}?"
+        order = f"From left to right, the objects are {_the(objs)}."
+        inside = objs[i + 1 : j]
+        if not inside:
+            return q, f"{order} Nothing lies between the {a.name} and the {b.name}. So no object is between them."
+        verb = "lies" if len(inside) == 1 else "lie"
+        return q, (f"{order} {_the(inside).capitalize()} {verb} between the {a.name} and the {b.name}. "
+                   f"So {_objects_phrase(len(inside))} {'is' if len(inside) == 1 else 'are'} between them.")
+
+    def _highest(self, objs, rng) -> tuple[str, str]:
+        q = "Which object is the highest in the image?"
+        rows = [f"the {o.name} is in the {ROWS[o.row]} row" for o in objs]
+        top = min(o.row for o in objs)
+        highest = [o for o in objs if o.row == top]
+        steps = f"From left to right, {_join(rows)}. The highest of these rows is the {ROWS[top]} row."
+        if len(highest) == 1:
+            return q, f"{steps} So the {highest[0].name} is the highest."
+        return q, f"{steps} So {_the(highest)} are the highest, side by side."

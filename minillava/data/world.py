@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageDraw
 
+from minillava.data.context import format_context
+
 SHAPES = ("circle", "square", "triangle")
 COLOURS = ("red", "green", "blue", "yellow")
 SIZES = ("small", "large")
@@ -257,5 +259,4 @@ def captions(scene: Scene, cfg: WorldConfig = WorldConfig()) -> list[str]:
 
 def symbolic_context(scene: Scene, cfg: WorldConfig = WorldConfig()) -> str:
     """The paper's symbolic representation: captions, blank line, one box per object."""
-    boxes = [f"{o.name}: [{', '.join(f'{v:.3f}' for v in o.box)}]" for o in scene.objects]
-    return "\n".join(captions(scene, cfg)) + "\n\n" + "\n".join(boxes)
+    return format_context(captions(scene, cfg), [(o.name, o.box) for o in scene.objects])
