@@ -96,6 +96,9 @@ def llava_preset(name: str) -> LlavaConfig:
         # the paper: CLIP ViT-L/14 at 224 px, layer -2 without CLS, one linear layer, Vicuna-13B
         "llava-v1-13b": ("vit-l-14", "vicuna-13b", "linear", 32000),
         "llava-v1-7b": ("vit-l-14", "vicuna-7b", "linear", 32000),
+        # LLaVA-1.5: CLIP ViT-L/14 at 336 px (576 tokens), Linear-GELU-Linear projector, Vicuna-1.5
+        "llava-1.5-7b": ("vit-l-14-336", "vicuna-7b", "mlp2x_gelu", 32000),
+        "llava-1.5-13b": ("vit-l-14-336", "vicuna-13b", "mlp2x_gelu", 32000),
         # the embedded default: a tiny CLIP and LLaMA trained on the toy world in stage 0
         "toy": ("toy", "toy", "linear", 4),
     }

@@ -68,9 +68,10 @@ def load_weights(module: nn.Module, path: str | Path, what: str) -> None:
     module.load_state_dict(state)
 
 
-def save_weights(module: nn.Module, path: str | Path) -> None:
+def save_weights(module: nn.Module, path: str | Path, exclude: tuple[str, ...] = ()) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}, str(path))
+    state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items() if k not in exclude}
+    save_file(state, str(path))
 
 
 def apply_stage(model: Llava, stage: int) -> None:
@@ -201,7 +202,8 @@ class ClipModule(_AdamWCosine):
 
     def on_train_end(self) -> None:
         if self.hparams.save_vision_to and self.trainer.is_global_zero:
-            save_weights(self.clip.visual, self.hparams.save_vision_to)
+            # LLaVA's VisionTower has no CLIP output projection `proj` (it never uses it), so it is not saved
+            save_weights(self.clip.visual, self.hparams.save_vision_to, exclude=("proj",))
 
 
 class LossHistory(L.Callback):
