@@ -298,6 +298,7 @@ def llama_config_from_hf(cfg: dict, where: str = "config.json") -> LlamaConfig:
     rope = cfg.get("rope_parameters") or {}
     if cfg.get("rope_scaling") or rope.get("rope_type", "default") != "default":
         raise refuse("rope_scaling", cfg.get("rope_scaling") or rope)
+    _require(cfg, ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size"), where)
     n_heads = cfg["num_attention_heads"]
     if cfg.get("head_dim") not in (None, cfg["hidden_size"] // n_heads):
         raise refuse("head_dim", cfg["head_dim"])
@@ -312,6 +313,12 @@ def llama_config_from_hf(cfg: dict, where: str = "config.json") -> LlamaConfig:
         rope_theta=float(rope.get("rope_theta", cfg.get("rope_theta", 10000.0))),
         norm_eps=cfg.get("rms_norm_eps", 1e-6),
     )
+
+
+def _require(cfg: dict, fields: tuple[str, ...], where: str) -> None:
+    missing = [f for f in fields if f not in cfg]
+    if missing:
+        raise ValueError(f"{where}: missing field(s) {missing}")
 
 
 def llama_config_to_hf(cfg: LlamaConfig) -> dict:
@@ -329,6 +336,8 @@ def vision_config_from_hf(cfg: dict, feature_layer: int = -2, select: str = "pat
         raise ValueError(f"{where}: vision hidden_act={act!r}; only 'quick_gelu' and 'gelu' are supported")
     if cfg.get("layer_norm_eps", 1e-5) != 1e-5:  # open_clip's LayerNorm uses 1e-5
         raise ValueError(f"{where}: vision layer_norm_eps={cfg['layer_norm_eps']} is not supported (1e-5 only)")
+    _require(cfg, ("hidden_size", "num_attention_heads", "num_hidden_layers", "intermediate_size", "image_size",
+                   "patch_size"), where)
     width, heads = cfg["hidden_size"], cfg["num_attention_heads"]
     return VisionConfig(image_size=cfg["image_size"], patch_size=cfg["patch_size"], width=width,
                         layers=cfg["num_hidden_layers"], head_width=width // heads,
