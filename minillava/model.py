@@ -43,7 +43,7 @@ class Llava(nn.Module):
         """Algorithm 1: pixels (m, c, H, W) -> visual tokens H_v (m, n, d) in the LLM's embedding space."""
         with torch.no_grad():  # the vision tower is frozen in both stages
             z = self.vision(pixel_values)  # (m, n, w)
-        return self.projector(z)  # (m, n, d)
+        return self.projector(z)  # (m, n, d); Alg 1, line 5
 
     def embed(
         self,
@@ -54,19 +54,20 @@ class Llava(nn.Module):
         slots = input_ids == self.cfg.image_token_id  # (b, t)
         # the placeholder id may lie outside the LLM's vocabulary (a real tokenizer's added <image>), so embed a
         # harmless id there; those rows are overwritten by visual tokens below
-        x = self.llm.embed_tokens(input_ids.masked_fill(slots, 0))  # (b, t, d)
+        x = self.llm.embed_tokens(input_ids.masked_fill(slots, 0))  # (b, t, d); Alg 2, line 1
         n_slots = int(slots.sum())
         if pixel_values is None:
             if n_slots:
                 raise ValueError(f"input has {n_slots} image placeholders but no images were given")
             return x
-        h = self.encode_images(pixel_values)  # (m, n, d)
-        if n_slots != h.shape[0] * h.shape[1]:
+        h = self.encode_images(pixel_values)  # (m, n, d); Alg 2, line 2
+        if n_slots != h.shape[0] * h.shape[1]:  # Alg 2, line 3: exactly M N placeholders
             raise ValueError(
                 f"input has {n_slots} image placeholders but {h.shape[0]} images x {h.shape[1]} tokens = "
                 f"{h.shape[0] * h.shape[1]} visual tokens"
             )
-        # masked_scatter fills the True positions in row-major order: image i lands in the i-th block of n slots
+        # Alg 2, lines 3-4: masked_scatter fills the True positions in row-major order, so image i lands in the
+        # i-th run of n slots
         return x.masked_scatter(slots[..., None], h.to(x.dtype))
 
     def forward(
@@ -82,8 +83,8 @@ class Llava(nn.Module):
         logits = self.llm(inputs_embeds=x, attention_mask=attention_mask, cache=cache)
         out = {"logits": logits}
         if labels is not None:
-            out["loss"] = causal_lm_loss(logits, labels)
-        return out
+            out["loss"] = causal_lm_loss(logits, labels)  # Alg 2, line 10
+        return out  # Alg 2, line 11
 
 
 def llava_preset(name: str) -> LlavaConfig:
