@@ -113,6 +113,26 @@ class KVCache:
         return k, v
 
 
+class Packing:
+    """Where the real tokens of a padded (b, t) batch are, so that token-wise layers skip the padding.
+
+    Norms, projections and MLPs see only the n real tokens, (n, d); attention, which needs whole rows, unpacks them
+    into the padded (b, t) layout (zeros at padding, which causality or the mask keeps away from real rows). A
+    length-grouped LLaVA batch is still ~10% padding; this is the work it saves.
+    """
+
+    def __init__(self, attention_mask: torch.Tensor) -> None:
+        self.b, self.t = attention_mask.shape
+        self.index = attention_mask.flatten().nonzero().squeeze(1)  # (n,) flat positions of real tokens
+
+    def pack(self, x: torch.Tensor) -> torch.Tensor:  # (b, t, ...) -> (n, ...)
+        return x.flatten(0, 1)[self.index]
+
+    def unpack(self, x: torch.Tensor) -> torch.Tensor:  # (n, ...) -> (b, t, ...), zeros at padding
+        full = x.new_zeros(self.b * self.t, *x.shape[1:])
+        return full.index_copy(0, self.index, x).unflatten(0, (self.b, self.t))
+
+
 class Attention(nn.Module):
     def __init__(self, cfg: LlamaConfig) -> None:
         super().__init__()
@@ -124,17 +144,20 @@ class Attention(nn.Module):
 
     def forward(
         self,
-        x: torch.Tensor,  # (b, t, d)
+        x: torch.Tensor,  # (b, t, d), or (n, d) real tokens with `packing`
         cos: torch.Tensor,
         sin: torch.Tensor,
         mask: torch.Tensor | None,  # (b, 1, t, s) bool, True = may attend; None = plain causal
         cache: KVCache | None = None,
         layer: int = 0,
+        packing: Packing | None = None,
     ) -> torch.Tensor:
-        # Alg 8, line 1
-        q = rearrange(self.q_proj(x), "b t (h e) -> b h t e", h=self.n_heads)
-        k = rearrange(self.k_proj(x), "b t (k e) -> b k t e", k=self.n_kv_heads)
-        v = rearrange(self.v_proj(x), "b t (k e) -> b k t e", k=self.n_kv_heads)
+        q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)  # Alg 8, line 1
+        if packing is not None:  # attention needs whole rows
+            q, k, v = packing.unpack(q), packing.unpack(k), packing.unpack(v)
+        q = rearrange(q, "b t (h e) -> b h t e", h=self.n_heads)
+        k = rearrange(k, "b t (k e) -> b k t e", k=self.n_kv_heads)
+        v = rearrange(v, "b t (k e) -> b k t e", k=self.n_kv_heads)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)  # Alg 8, line 2
         if cache is not None:
             k, v = cache.update(layer, k, v)  # (b, k, s, e); Alg 8, line 3
@@ -147,7 +170,10 @@ class Attention(nn.Module):
             out = F.scaled_dot_product_attention(q, k, v, is_causal=q.shape[2] > 1)
         else:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        return self.o_proj(rearrange(out, "b h t e -> b t (h e)"))  # Alg 8, line 7
+        out = rearrange(out, "b h t e -> b t (h e)")
+        if packing is not None:
+            out = packing.pack(out)
+        return self.o_proj(out)  # Alg 8, line 7
 
 
 class MLP(nn.Module):
@@ -172,8 +198,8 @@ class DecoderBlock(nn.Module):
         self.post_attention_layernorm = RMSNorm(cfg.d_model, cfg.norm_eps)
         self.mlp = MLP(cfg)
 
-    def forward(self, x, cos, sin, mask, cache=None, layer=0):
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, layer)  # Alg 10, line 1
+    def forward(self, x, cos, sin, mask, cache=None, layer=0, packing=None):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, layer, packing)  # Alg 10, line 1
         return x + self.mlp(self.post_attention_layernorm(x))  # Alg 10, lines 2-3
 
 
@@ -242,22 +268,45 @@ class Llama(nn.Module):
             mask = attention_mask_4d(attention_mask, t)
         elif past and t > 1:  # prefill on top of a cache: causal offset that is_causal cannot express
             mask = attention_mask_4d(torch.ones(b, past + t, dtype=torch.bool, device=x.device), t)
+        # a full forward of a padded batch (training, evaluation) runs its token-wise layers on real tokens only
+        packing = None
+        if cache is None and attention_mask is not None and not bool(attention_mask.all()):
+            packing = Packing(attention_mask)
+            x = packing.pack(x)  # (n, d)
         for i, block in enumerate(self.layers):
-            x = block(x, cos, sin, mask, cache, i)  # Alg 2, line 7
-        return self.norm(x)  # Alg 2, line 8
+            x = block(x, cos, sin, mask, cache, i, packing)  # Alg 2, line 7
+        x = self.norm(x)  # Alg 2, line 8
+        return x if packing is None else packing.unpack(x)  # (b, t, d), zeros at padding
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
 
+def _supervised_targets(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Labels are unshifted with -100 where unsupervised: row t predicts labels[t + 1]. Returns the targets (b, t-1)
+    and which of them are supervised."""
+    targets = labels[:, 1:]
+    keep = targets != -100
+    if not bool(keep.any()):
+        raise ValueError("batch has no supervised tokens (every label is -100)")
+    return targets, keep
+
+
 def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross-entropy; labels are unshifted with -100 where unsupervised, so we shift here.
+    """Mean next-token cross-entropy over the supervised targets.
 
     Alg 2, line 10: the mean over supervised targets y_{t+1} of -log softmax(P[t])[y_{t+1}].
     """
-    logits = rearrange(logits[:, :-1], "b t v -> (b t) v").float()
-    targets = rearrange(labels[:, 1:], "b t -> (b t)")
-    if not bool((targets != -100).any()):
-        raise ValueError("batch has no supervised tokens (every label is -100)")
-    return F.cross_entropy(logits, targets, ignore_index=-100)
+    targets, keep = _supervised_targets(labels)
+    return F.cross_entropy(logits[:, :-1][keep].float(), targets[keep])  # (n, v) rows of supervised positions
+
+
+def supervised_lm_loss(hidden: torch.Tensor, lm_head: nn.Linear, labels: torch.Tensor) -> torch.Tensor:
+    """The same loss from the final hidden states (b, t, d), unembedding only the rows whose next token is
+    supervised. In LLaVA most rows are visual tokens, system text and questions (stage 1: all but a short caption),
+    so training skips most of the (t, d) x (d, v) product and its softmax; value and gradients are unchanged.
+    """
+    targets, keep = _supervised_targets(labels)
+    logits = lm_head(hidden[:, :-1][keep]).float()  # (n, v); Alg 2, lines 9-10 on supervised rows only
+    return F.cross_entropy(logits, targets[keep])
 

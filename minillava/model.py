@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 import torch
 from torch import nn
 
-from .llama import KVCache, Llama, LlamaConfig, causal_lm_loss
+from .llama import KVCache, Llama, LlamaConfig, causal_lm_loss, supervised_lm_loss
 from .projector import build_projector
 from .vision import VisionConfig, VisionTower
 
@@ -77,13 +77,22 @@ class Llava(nn.Module):
         attention_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         cache: KVCache | None = None,
+        return_logits: bool = True,
     ) -> dict[str, torch.Tensor]:
-        """Algorithm 2: logits (b, t, v), and the loss on supervised tokens when labels are given."""
+        """Algorithm 2: logits (b, t, v), and the loss on supervised tokens when labels are given.
+
+        `return_logits=False` (training) returns only the loss, unembedding only the supervised rows.
+        """
+        if labels is None and not return_logits:
+            raise ValueError("return_logits=False needs labels: there would be nothing to return")
         x = self.embed(input_ids, pixel_values)
-        logits = self.llm(inputs_embeds=x, attention_mask=attention_mask, cache=cache)
-        out = {"logits": logits}
-        if labels is not None:
-            out["loss"] = causal_lm_loss(logits, labels)  # Alg 2, line 10
+        hidden = self.llm.hidden_states(inputs_embeds=x, attention_mask=attention_mask, cache=cache)  # (b, t, d)
+        out = {}
+        if return_logits:
+            out["logits"] = self.llm.lm_head(hidden)  # Alg 2, line 9
+        if labels is not None:  # Alg 2, line 10
+            out["loss"] = (causal_lm_loss(out["logits"], labels) if return_logits
+                           else supervised_lm_loss(hidden, self.llm.lm_head, labels))
         return out  # Alg 2, line 11
 
 

@@ -119,12 +119,13 @@ class LlavaModule(_AdamWCosine):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         # Alg 3, line 5: Lightning's fit loop draws the minibatches; Alg 3, line 8: it calls backward on this loss
-        loss = self.model(**batch)["loss"]  # Alg 3, line 7
+        loss = self.model(**batch, return_logits=False)["loss"]  # Alg 3, line 7
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
         return loss
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self.log("val/loss", self.model(**batch)["loss"], prog_bar=True, batch_size=batch["input_ids"].shape[0])
+        loss = self.model(**batch, return_logits=False)["loss"]
+        self.log("val/loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
 
     def on_train_end(self) -> None:
         if self.hparams.save_to and self.trainer.is_global_zero:

@@ -1,0 +1,115 @@
+"""Training-step time: our Llava vs transformers' LlavaForConditionalGeneration, same weights, same batch, CPU.
+
+One step = forward + loss + backward with stage 2's trainable set (projector and LLM; the vision tower frozen),
+as `LlavaModule.training_step` runs it, on a real stage-2 batch of the toy pipeline (generated offline in a few
+seconds). Both models get the same weights (exported with `export_hf_llava`) and must give the same loss and
+gradients; they are timed in the same process, alternating, after warm-up, and the median of the repeats is reported.
+
+    python benchmarks/train_step.py                      # batch 32, as the toy recipe's stage 2
+    OMP_NUM_THREADS=1 python benchmarks/train_step.py    # steadier on a busy machine
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import transformers
+
+from minillava import Llava, export_hf_llava
+from minillava.conversation import TEMPLATES
+from minillava.data.dataset import LengthGroupedBatchSampler, LlavaDataset, record_turns
+from minillava.data.generate import ToyDataConfig, generate_toy_data
+from minillava.model import llava_preset, override
+from minillava.tokenizer import load_tokenizer, train_bpe_tokenizer
+from minillava.training import apply_stage
+
+
+def toy_stage2_batch(folder: Path, batch_size: int, seed: int = 0) -> tuple[dict[str, torch.Tensor], int]:
+    """A real stage-2 batch of the toy pipeline: generated instruction data, its BPE tokenizer, the v0 template,
+    length-grouped like training. Returns the batch and the tokenizer's <image> id."""
+    files = generate_toy_data(folder, ToyDataConfig(n_train=8 * batch_size, n_eval=8, n_lm=8 * batch_size, seed=seed))
+    texts = [TEMPLATES["v0"].render(record_turns(r))[0]
+             for key in ("lm", "stage1", "stage2") for r in json.loads(files[key].read_text())]
+    train_bpe_tokenizer(texts, vocab_size=1023).save_pretrained(folder / "tokenizer")
+    tokenizer = load_tokenizer(folder / "tokenizer")
+    data = LlavaDataset(files["stage2"], folder / "images", tokenizer, num_image_tokens=16, image_size=32, max_len=512)
+    sampler = LengthGroupedBatchSampler([len(ex.input_ids) for ex in data.examples], batch_size, seed=seed)
+    batch = data.collate([data[i] for i in next(iter(sampler))])
+    return batch, tokenizer.convert_tokens_to_ids("<image>")
+
+
+def step_seconds(step) -> float:
+    start = time.perf_counter()
+    step()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch", type=int, default=32, help="the toy recipe's stage-2 batch size")
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=3)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as folder:
+        batch, image_id = toy_stage2_batch(Path(folder), args.batch)
+    # the toy recipe's model (vocabulary 1024, context 512) with LLaVA-1.5's projector: transformers' is two layers
+    cfg = override(llava_preset("toy"), {"llm.vocab_size": 1024, "llm.max_seq_len": 512, "projector": "mlp2x_gelu"})
+    assert cfg.image_token_id == image_id
+    torch.manual_seed(0)
+    ours = Llava(cfg)
+    apply_stage(ours, 2)
+    ours.train()
+    ours.vision.eval()
+    with tempfile.TemporaryDirectory() as folder:
+        export_hf_llava(ours, folder)
+        theirs = transformers.LlavaForConditionalGeneration.from_pretrained(folder)
+    theirs.model.vision_tower.requires_grad_(False)
+    theirs.train()
+    theirs.model.vision_tower.eval()
+
+    def ours_step() -> None:
+        ours.zero_grad(set_to_none=True)
+        ours(**batch, return_logits=False)["loss"].backward()  # what LlavaModule.training_step runs
+
+    def theirs_step() -> None:
+        theirs.zero_grad(set_to_none=True)
+        theirs(**batch).loss.backward()
+
+    with torch.no_grad():  # same weights, same batch: the same loss
+        a, b = ours(**batch)["loss"].item(), theirs(**batch).loss.item()
+    assert abs(a - b) < 1e-4, f"losses differ: ours {a:.6f}, transformers {b:.6f}"
+
+    ours_step()
+    theirs_step()  # and the same gradients
+    torch.testing.assert_close(ours.projector[0].weight.grad, theirs.model.multi_modal_projector.linear_1.weight.grad,
+                               atol=1e-5, rtol=1e-4)
+    for _ in range(args.warmup):
+        ours_step()
+        theirs_step()
+    times = {"ours": [], "transformers": []}
+    for _ in range(args.repeats):  # alternate, so both see the same machine load
+        times["ours"].append(step_seconds(ours_step))
+        times["transformers"].append(step_seconds(theirs_step))
+    med = {k: statistics.median(v) for k, v in times.items()}
+    best = {k: min(v) for k, v in times.items()}  # the least disturbed step, on a busy machine
+    b, t = batch["input_ids"].shape
+    real, trained = int(batch["attention_mask"].sum()), int((batch["labels"] != -100).sum())
+    print(f"toy LLaVA (mlp2x_gelu), stage-2 batch {b} x {t} tokens ({real} real, {trained} supervised), "
+          f"loss {a:.4f} (both), "
+          f"{torch.get_num_threads()} threads, torch {torch.__version__}, transformers {transformers.__version__}")
+    for k in times:
+        print(f"{k:>13}: {1000 * med[k]:7.1f} ms per training step (median of {args.repeats}), "
+              f"{1000 * best[k]:7.1f} ms (fastest)")
+    print(f"ratio ours / transformers: {med['ours'] / med['transformers']:.2f} (medians), "
+          f"{best['ours'] / best['transformers']:.2f} (fastest steps)")
+
+
+if __name__ == "__main__":
+    main()
