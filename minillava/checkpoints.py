@@ -21,6 +21,7 @@ safetensors or `torch.load(weights_only=True)`: nothing is ever unpickled.
 from __future__ import annotations
 
 import json
+import pickle
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
@@ -70,9 +71,14 @@ class CheckpointFiles(Mapping[str, torch.Tensor]):
     def _load_pickled(self, file: Path) -> dict[str, torch.Tensor]:
         if file not in self._pickled:
             try:
-                obj = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
-            except RuntimeError:  # legacy (non-zip) files cannot be memory-mapped
-                obj = torch.load(file, map_location="cpu", weights_only=True)
+                try:
+                    obj = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+                except RuntimeError:  # legacy (non-zip) files cannot be memory-mapped
+                    obj = torch.load(file, map_location="cpu", weights_only=True)
+            except pickle.UnpicklingError as exc:
+                raise ValueError(f"{file}: not a plain state dict of tensors, refused without unpickling it (a "
+                                 f"TorchScript file such as OpenAI's ViT-L-14.pt is not supported; use the "
+                                 f"open_clip or safetensors release): {exc}") from None
             if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):  # a training checkpoint
                 obj = obj["state_dict"]
             if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
@@ -211,11 +217,16 @@ _HF_LLAVA_RENAMES = (
 )
 
 
-def hf_llava_key(key: str) -> str:
-    for old, new in _HF_LLAVA_RENAMES:
+def rename_prefix(key: str, renames: tuple[tuple[str, str], ...]) -> str:
+    """`key` with its prefix replaced by the first (old, new) pair whose old prefix it has."""
+    for old, new in renames:
         if key.startswith(old):
             return new + key[len(old):]
     return key
+
+
+def hf_llava_key(key: str) -> str:
+    return rename_prefix(key, _HF_LLAVA_RENAMES)
 
 
 # keys that real checkpoints carry but LLaVA does not use: rotary tables (older transformers saved them), CLIP's
@@ -618,10 +629,10 @@ def export_hf_llava(model: Llava, path: PathLike, tokenizer=None) -> Path:
     for key in ("model.language_model.embed_tokens.weight", "lm_head.weight"):
         extra = vocab - state[key].shape[0]
         state[key] = torch.cat([state[key], state[key].new_zeros(extra, state[key].shape[1])])
-    on_disk = {"model.language_model.": "language_model.model.", "lm_head.": "language_model.lm_head.",
-               "model.vision_tower.": "vision_tower.vision_model.",
-               "model.multi_modal_projector.": "multi_modal_projector."}
-    state = {_rename_prefix(k, on_disk): v for k, v in state.items()}
+    on_disk = (("model.language_model.", "language_model.model."), ("lm_head.", "language_model.lm_head."),
+               ("model.vision_tower.", "vision_tower.vision_model."),
+               ("model.multi_modal_projector.", "multi_modal_projector."))
+    state = {rename_prefix(k, on_disk): v for k, v in state.items()}
     hf_config = transformers.LlavaConfig(
         vision_config=transformers.CLIPVisionConfig(**vision_config_to_hf(cfg.vision)),
         text_config=transformers.LlamaConfig(**{**llama_config_to_hf(cfg.llm), "vocab_size": vocab}),
@@ -641,9 +652,3 @@ def export_hf_llava(model: Llava, path: PathLike, tokenizer=None) -> Path:
         tokenizer.save_pretrained(path)
     return path
 
-
-def _rename_prefix(key: str, renames: dict[str, str]) -> str:
-    for old, new in renames.items():
-        if key.startswith(old):
-            return new + key[len(old):]
-    return key
