@@ -161,8 +161,8 @@ class Attention(nn.Module):
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)  # Alg 8, line 2
         if cache is not None:
             k, v = cache.update(layer, k, v)  # (b, k, s, e); Alg 8, line 3
-        if self.n_kv_heads != self.n_heads:  # Alg 8, line 4: grouped-query attention, each k/v head serves h/k
-            # query heads
+        # Alg 8, line 4: grouped-query attention, each k/v head serves h/k query heads
+        if self.n_kv_heads != self.n_heads:
             k = repeat(k, "b k s e -> b (k g) s e", g=self.n_heads // self.n_kv_heads)
             v = repeat(v, "b k s e -> b (k g) s e", g=self.n_heads // self.n_kv_heads)
         # Alg 8, lines 5-6: softmax(Q K^T / sqrt(e) + mask) V, fused by SDPA
