@@ -11,6 +11,11 @@ _EXPORTS = {
     "llava_preset": ".model",
     "VisionConfig": ".vision",
     "VisionTower": ".vision",
+    "export_hf_llava": ".checkpoints",
+    "load_hf_llama": ".checkpoints",
+    "load_hf_llava": ".checkpoints",
+    "load_llava": ".checkpoints",
+    "load_open_clip_vision": ".checkpoints",
 }
 __all__ = sorted(_EXPORTS)
 __version__ = "0.1.0"

@@ -119,7 +119,10 @@ def tokenize_turns(
     max_len: int | None = None,
     record: str = "?",
 ) -> Example:
-    """Render, tokenize, expand each <image> into `num_image_tokens` placeholders, and build labels from offsets."""
+    """Render, tokenize, expand each <image> into `num_image_tokens` placeholders, and build labels from offsets.
+
+    Alg 3, line 6: labels y_t = x_t inside assistant answers and their stop marker, -100 elsewhere.
+    """
     try:
         text, spans = template.render(turns)
     except ConversationError as exc:
@@ -165,7 +168,8 @@ def tokenize_text(text, spans, tokenizer, num_image_tokens, max_len=None, record
 
 
 def pad_batch(examples: list[Example], pad_id: int, side: str = "right") -> dict[str, torch.Tensor]:
-    """Stack examples into (b, t) tensors; right padding for training, left for batched generation."""
+    """Stack examples into (b, t) tensors; right padding for training (Alg 3, line 7), left for batched generation
+    (Alg 4, line 1)."""
     t = max(len(ex.input_ids) for ex in examples)
     input_ids = torch.full((len(examples), t), pad_id, dtype=torch.long)
     labels = torch.full((len(examples), t), IGNORE_INDEX, dtype=torch.long)

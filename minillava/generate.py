@@ -25,7 +25,8 @@ class SamplingConfig:
 def sample_next(logits: torch.Tensor, cfg: SamplingConfig, generator: torch.Generator | None = None) -> torch.Tensor:
     """logits (b, v) -> next token ids (b,)."""
     if cfg.temperature <= 0:
-        return logits.argmax(-1)
+        return logits.argmax(-1)  # Alg 4, line 4
+    # Alg 4, line 5: temperature, nucleus, sample
     probs = torch.softmax(logits.float() / cfg.temperature, dim=-1)
     if cfg.top_p < 1.0:  # nucleus: keep the smallest set of tokens whose probability mass reaches top_p
         sorted_p, order = probs.sort(dim=-1, descending=True)
@@ -45,12 +46,13 @@ def generate(
     pixel_values: torch.Tensor | None = None,
     cfg: SamplingConfig = SamplingConfig(),
 ) -> list[str]:
-    if bool((attention_mask[:, -1] == 0).any()):
+    if bool((attention_mask[:, -1] == 0).any()):  # Alg 4, line 1
         raise ValueError("prompts must be left-padded: every row's last position must be a real token")
     generator = None
     if cfg.seed is not None:
         generator = torch.Generator(device=input_ids.device).manual_seed(cfg.seed)
     b = input_ids.shape[0]
+    # Alg 4, line 2: prefill the cache with the whole prompt, images included
     cache = KVCache(len(model.llm.layers))
     x = model.embed(input_ids, pixel_values)  # (b, t, d)
     mask = attention_mask
@@ -59,11 +61,11 @@ def generate(
     texts = [""] * b
     done = torch.zeros(b, dtype=torch.bool, device=input_ids.device)
     eos = tokenizer.eos_token_id
-    for _ in range(cfg.max_new_tokens):
-        nxt = sample_next(logits, cfg, generator)  # (b,)
+    for _ in range(cfg.max_new_tokens):  # Alg 4, line 3
+        nxt = sample_next(logits, cfg, generator)  # (b,); Alg 4, lines 4-5
         for row in torch.nonzero(~done).flatten().tolist():
             tok = int(nxt[row])
-            if tok == eos:
+            if tok == eos:  # Alg 4, line 6
                 done[row] = True
                 continue
             generated[row].append(tok)
@@ -71,8 +73,9 @@ def generate(
             if stop and stop in texts[row]:
                 texts[row] = texts[row][: texts[row].index(stop)]
                 done[row] = True
-        if bool(done.all()):
+        if bool(done.all()):  # Alg 4, line 7
             break
+        # Alg 4, line 8: one new position per row on top of the cache
         mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
         logits = model.llm(nxt[:, None], attention_mask=mask, cache=cache)[:, -1]
-    return [t.strip() for t in texts]
+    return [t.strip() for t in texts]  # Alg 4, line 9

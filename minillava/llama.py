@@ -62,8 +62,8 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x32 = x.float()
-        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * x32.to(x.dtype)
+        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)  # Alg 6, line 1
+        return self.weight * x32.to(x.dtype)  # Alg 6, line 2
 
 
 class RotaryEmbedding(nn.Module):
@@ -71,6 +71,7 @@ class RotaryEmbedding(nn.Module):
 
     def __init__(self, head_dim: int, theta: float = 10000.0) -> None:
         super().__init__()
+        # Alg 7, line 1: omega_i = theta^(-2(i-1)/e)
         inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)  # (e/2,)
         self.register_buffer("inv_freq", inv_freq, persistent=False)
 
@@ -78,18 +79,18 @@ class RotaryEmbedding(nn.Module):
         # position_ids: (b, t) -> cos, sin: (b, t, e); HF layout: the two halves repeat the same frequencies
         angles = position_ids.float()[..., None] * self.inv_freq  # (b, t, e/2)
         angles = torch.cat([angles, angles], dim=-1)
-        return angles.cos(), angles.sin()
+        return angles.cos(), angles.sin()  # Alg 7, line 2
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
     x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat([-x2, x1], dim=-1)
+    return torch.cat([-x2, x1], dim=-1)  # Alg 7, line 3
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     # x: (b, h, t, e); cos, sin: (b, t, e) -> broadcast over heads
     cos, sin = cos[:, None].to(x.dtype), sin[:, None].to(x.dtype)
-    return x * cos + rotate_half(x) * sin
+    return x * cos + rotate_half(x) * sin  # Alg 7, line 4
 
 
 class KVCache:
@@ -112,6 +113,26 @@ class KVCache:
         return k, v
 
 
+class Packing:
+    """Where the real tokens of a padded (b, t) batch are, so that token-wise layers skip the padding.
+
+    Norms, projections and MLPs see only the n real tokens, (n, d); attention, which needs whole rows, unpacks them
+    into the padded (b, t) layout (zeros at padding, which causality or the mask keeps away from real rows). A
+    length-grouped LLaVA batch is still ~10% padding; this is the work it saves.
+    """
+
+    def __init__(self, attention_mask: torch.Tensor) -> None:
+        self.b, self.t = attention_mask.shape
+        self.index = attention_mask.flatten().nonzero().squeeze(1)  # (n,) flat positions of real tokens
+
+    def pack(self, x: torch.Tensor) -> torch.Tensor:  # (b, t, ...) -> (n, ...)
+        return x.flatten(0, 1)[self.index]
+
+    def unpack(self, x: torch.Tensor) -> torch.Tensor:  # (n, ...) -> (b, t, ...), zeros at padding
+        full = x.new_zeros(self.b * self.t, *x.shape[1:])
+        return full.index_copy(0, self.index, x).unflatten(0, (self.b, self.t))
+
+
 class Attention(nn.Module):
     def __init__(self, cfg: LlamaConfig) -> None:
         super().__init__()
@@ -123,27 +144,36 @@ class Attention(nn.Module):
 
     def forward(
         self,
-        x: torch.Tensor,  # (b, t, d)
+        x: torch.Tensor,  # (b, t, d), or (n, d) real tokens with `packing`
         cos: torch.Tensor,
         sin: torch.Tensor,
         mask: torch.Tensor | None,  # (b, 1, t, s) bool, True = may attend; None = plain causal
         cache: KVCache | None = None,
         layer: int = 0,
+        packing: Packing | None = None,
     ) -> torch.Tensor:
-        q = rearrange(self.q_proj(x), "b t (h e) -> b h t e", h=self.n_heads)
-        k = rearrange(self.k_proj(x), "b t (k e) -> b k t e", k=self.n_kv_heads)
-        v = rearrange(self.v_proj(x), "b t (k e) -> b k t e", k=self.n_kv_heads)
-        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)  # Alg 8, line 1
+        if packing is not None:  # attention needs whole rows
+            q, k, v = packing.unpack(q), packing.unpack(k), packing.unpack(v)
+        q = rearrange(q, "b t (h e) -> b h t e", h=self.n_heads)
+        k = rearrange(k, "b t (k e) -> b k t e", k=self.n_kv_heads)
+        v = rearrange(v, "b t (k e) -> b k t e", k=self.n_kv_heads)
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)  # Alg 8, line 2
         if cache is not None:
-            k, v = cache.update(layer, k, v)  # (b, k, s, e)
-        if self.n_kv_heads != self.n_heads:  # grouped-query attention: each k/v head serves h/k query heads
+            k, v = cache.update(layer, k, v)  # (b, k, s, e); Alg 8, line 3
+        # Alg 8, line 4: grouped-query attention, each k/v head serves h/k query heads
+        if self.n_kv_heads != self.n_heads:
             k = repeat(k, "b k s e -> b (k g) s e", g=self.n_heads // self.n_kv_heads)
             v = repeat(v, "b k s e -> b (k g) s e", g=self.n_heads // self.n_kv_heads)
+        # Alg 8, lines 5-6: softmax(Q K^T / sqrt(e) + mask) V, fused by SDPA
         if mask is None:
             out = F.scaled_dot_product_attention(q, k, v, is_causal=q.shape[2] > 1)
         else:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        return self.o_proj(rearrange(out, "b h t e -> b t (h e)"))
+        out = rearrange(out, "b h t e -> b t (h e)")
+        if packing is not None:
+            out = packing.pack(out)
+        return self.o_proj(out)  # Alg 8, line 7
 
 
 class MLP(nn.Module):
@@ -156,7 +186,8 @@ class MLP(nn.Module):
         self.down_proj = nn.Linear(cfg.ffn_dim, cfg.d_model, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        a = F.silu(self.gate_proj(x)) * self.up_proj(x)  # Alg 9, line 1
+        return self.down_proj(a)  # Alg 9, line 2
 
 
 class DecoderBlock(nn.Module):
@@ -167,9 +198,9 @@ class DecoderBlock(nn.Module):
         self.post_attention_layernorm = RMSNorm(cfg.d_model, cfg.norm_eps)
         self.mlp = MLP(cfg)
 
-    def forward(self, x, cos, sin, mask, cache=None, layer=0):
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, layer)
-        return x + self.mlp(self.post_attention_layernorm(x))
+    def forward(self, x, cos, sin, mask, cache=None, layer=0, packing=None):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, layer, packing)  # Alg 10, line 1
+        return x + self.mlp(self.post_attention_layernorm(x))  # Alg 10, lines 2-3
 
 
 def attention_mask_4d(attention_mask: torch.Tensor, t: int) -> torch.Tensor:
@@ -217,38 +248,65 @@ class Llama(nn.Module):
         position_ids: torch.Tensor | None = None,  # (b, t)
         cache: KVCache | None = None,
     ) -> torch.Tensor:  # logits (b, t, v)
+        # Alg 2, line 9: untied unembedding
         return self.lm_head(self.hidden_states(input_ids, inputs_embeds, attention_mask, position_ids, cache))
 
     def hidden_states(self, input_ids=None, inputs_embeds=None, attention_mask=None, position_ids=None, cache=None):
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids and inputs_embeds")
-        x = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds  # (b, t, d)
+        x = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds  # (b, t, d); Alg 5, line 1
         b, t, _ = x.shape
         past = 0 if cache is None else cache.length
         if position_ids is None:
-            if attention_mask is not None:  # left padding: count real tokens so each row starts at position 0
+            if attention_mask is not None:  # Alg 2, line 5: count real tokens so each row starts at position 0
                 position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -t:]
             else:
                 position_ids = torch.arange(past, past + t, device=x.device).expand(b, t)
         cos, sin = self.rotary(position_ids)
-        mask = None
+        mask = None  # Alg 2, line 6: None = plain causal (SDPA's is_causal), else an explicit (b, 1, t, s) mask
         if attention_mask is not None and not bool(attention_mask.all()) and not (past == 0 and _right_padded(attention_mask)):
             mask = attention_mask_4d(attention_mask, t)
         elif past and t > 1:  # prefill on top of a cache: causal offset that is_causal cannot express
             mask = attention_mask_4d(torch.ones(b, past + t, dtype=torch.bool, device=x.device), t)
+        # a full forward of a padded batch (training, evaluation) runs its token-wise layers on real tokens only
+        packing = None
+        if cache is None and attention_mask is not None and not bool(attention_mask.all()):
+            packing = Packing(attention_mask)
+            x = packing.pack(x)  # (n, d)
         for i, block in enumerate(self.layers):
-            x = block(x, cos, sin, mask, cache, i)
-        return self.norm(x)
+            x = block(x, cos, sin, mask, cache, i, packing)  # Alg 2, line 7
+        x = self.norm(x)  # Alg 2, line 8
+        return x if packing is None else packing.unpack(x)  # (b, t, d), zeros at padding
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
 
-def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross-entropy; labels are unshifted with -100 where unsupervised, so we shift here."""
-    logits = rearrange(logits[:, :-1], "b t v -> (b t) v").float()
-    targets = rearrange(labels[:, 1:], "b t -> (b t)")
-    if not bool((targets != -100).any()):
+def _supervised_targets(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Labels are unshifted with -100 where unsupervised: row t predicts labels[t + 1]. Returns the targets (b, t-1)
+    and which of them are supervised."""
+    targets = labels[:, 1:]
+    keep = targets != -100
+    if not bool(keep.any()):
         raise ValueError("batch has no supervised tokens (every label is -100)")
-    return F.cross_entropy(logits, targets, ignore_index=-100)
+    return targets, keep
+
+
+def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy over the supervised targets.
+
+    Alg 2, line 10: the mean over supervised targets y_{t+1} of -log softmax(P[t])[y_{t+1}].
+    """
+    targets, keep = _supervised_targets(labels)
+    return F.cross_entropy(logits[:, :-1][keep].float(), targets[keep])  # (n, v) rows of supervised positions
+
+
+def supervised_lm_loss(hidden: torch.Tensor, lm_head: nn.Linear, labels: torch.Tensor) -> torch.Tensor:
+    """The same loss from the final hidden states (b, t, d), unembedding only the rows whose next token is
+    supervised. In LLaVA most rows are visual tokens, system text and questions (stage 1: all but a short caption),
+    so training skips most of the (t, d) x (d, v) product and its softmax; value and gradients are unchanged.
+    """
+    targets, keep = _supervised_targets(labels)
+    logits = lm_head(hidden[:, :-1][keep]).float()  # (n, v); Alg 2, lines 9-10 on supervised rows only
+    return F.cross_entropy(logits, targets[keep])
 

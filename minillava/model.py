@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 import torch
 from torch import nn
 
-from .llama import KVCache, Llama, LlamaConfig, causal_lm_loss
+from .llama import KVCache, Llama, LlamaConfig, causal_lm_loss, supervised_lm_loss
 from .projector import build_projector
 from .vision import VisionConfig, VisionTower
 
@@ -43,7 +43,7 @@ class Llava(nn.Module):
         """Algorithm 1: pixels (m, c, H, W) -> visual tokens H_v (m, n, d) in the LLM's embedding space."""
         with torch.no_grad():  # the vision tower is frozen in both stages
             z = self.vision(pixel_values)  # (m, n, w)
-        return self.projector(z)  # (m, n, d)
+        return self.projector(z)  # (m, n, d); Alg 1, line 5
 
     def embed(
         self,
@@ -54,19 +54,20 @@ class Llava(nn.Module):
         slots = input_ids == self.cfg.image_token_id  # (b, t)
         # the placeholder id may lie outside the LLM's vocabulary (a real tokenizer's added <image>), so embed a
         # harmless id there; those rows are overwritten by visual tokens below
-        x = self.llm.embed_tokens(input_ids.masked_fill(slots, 0))  # (b, t, d)
+        x = self.llm.embed_tokens(input_ids.masked_fill(slots, 0))  # (b, t, d); Alg 2, line 1
         n_slots = int(slots.sum())
         if pixel_values is None:
             if n_slots:
                 raise ValueError(f"input has {n_slots} image placeholders but no images were given")
             return x
-        h = self.encode_images(pixel_values)  # (m, n, d)
-        if n_slots != h.shape[0] * h.shape[1]:
+        h = self.encode_images(pixel_values)  # (m, n, d); Alg 2, line 2
+        if n_slots != h.shape[0] * h.shape[1]:  # Alg 2, line 3: exactly M N placeholders
             raise ValueError(
                 f"input has {n_slots} image placeholders but {h.shape[0]} images x {h.shape[1]} tokens = "
                 f"{h.shape[0] * h.shape[1]} visual tokens"
             )
-        # masked_scatter fills the True positions in row-major order: image i lands in the i-th block of n slots
+        # Alg 2, lines 3-4: masked_scatter fills the True positions in row-major order, so image i lands in the
+        # i-th run of n slots
         return x.masked_scatter(slots[..., None], h.to(x.dtype))
 
     def forward(
@@ -76,14 +77,23 @@ class Llava(nn.Module):
         attention_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         cache: KVCache | None = None,
+        return_logits: bool = True,
     ) -> dict[str, torch.Tensor]:
-        """Algorithm 2: logits (b, t, v), and the loss on supervised tokens when labels are given."""
+        """Algorithm 2: logits (b, t, v), and the loss on supervised tokens when labels are given.
+
+        `return_logits=False` (training) returns only the loss, unembedding only the supervised rows.
+        """
+        if labels is None and not return_logits:
+            raise ValueError("return_logits=False needs labels: there would be nothing to return")
         x = self.embed(input_ids, pixel_values)
-        logits = self.llm(inputs_embeds=x, attention_mask=attention_mask, cache=cache)
-        out = {"logits": logits}
-        if labels is not None:
-            out["loss"] = causal_lm_loss(logits, labels)
-        return out
+        hidden = self.llm.hidden_states(inputs_embeds=x, attention_mask=attention_mask, cache=cache)  # (b, t, d)
+        out = {}
+        if return_logits:
+            out["logits"] = self.llm.lm_head(hidden)  # Alg 2, line 9
+        if labels is not None:  # Alg 2, line 10
+            out["loss"] = (causal_lm_loss(out["logits"], labels) if return_logits
+                           else supervised_lm_loss(hidden, self.llm.lm_head, labels))
+        return out  # Alg 2, line 11
 
 
 def llava_preset(name: str) -> LlavaConfig:
@@ -96,6 +106,9 @@ def llava_preset(name: str) -> LlavaConfig:
         # the paper: CLIP ViT-L/14 at 224 px, layer -2 without CLS, one linear layer, Vicuna-13B
         "llava-v1-13b": ("vit-l-14", "vicuna-13b", "linear", 32000),
         "llava-v1-7b": ("vit-l-14", "vicuna-7b", "linear", 32000),
+        # LLaVA-1.5: CLIP ViT-L/14 at 336 px (576 tokens), Linear-GELU-Linear projector, Vicuna-1.5
+        "llava-1.5-7b": ("vit-l-14-336", "vicuna-7b", "mlp2x_gelu", 32000),
+        "llava-1.5-13b": ("vit-l-14-336", "vicuna-13b", "mlp2x_gelu", 32000),
         # the embedded default: a tiny CLIP and LLaMA trained on the toy world in stage 0
         "toy": ("toy", "toy", "linear", 4),
     }

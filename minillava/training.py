@@ -28,7 +28,7 @@ from .vision import VisionConfig
 
 
 def cosine_with_warmup(optimizer: torch.optim.Optimizer, total_steps: int, warmup_ratio: float):
-    """LR multiplier: linear warmup over warmup_ratio * total_steps, then cosine decay to 0."""
+    """LR multiplier: linear warmup over warmup_ratio * total_steps, then cosine decay to 0 (Alg 3, line 4)."""
     warmup = max(1, math.ceil(warmup_ratio * total_steps))
 
     def factor(step: int) -> float:
@@ -48,6 +48,7 @@ class _AdamWCosine(L.LightningModule):
         params = [p for p in self.parameters() if p.requires_grad]
         if not params:
             raise ValueError(f"{type(self).__name__}: no trainable parameters")
+        # Alg 3, line 9: Lightning steps this optimiser after each backward pass
         opt = torch.optim.AdamW(params, lr=h.lr, weight_decay=h.weight_decay, betas=tuple(h.betas))
         sched = cosine_with_warmup(opt, int(self.trainer.estimated_stepping_batches), h.warmup_ratio)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
@@ -68,15 +69,17 @@ def load_weights(module: nn.Module, path: str | Path, what: str) -> None:
     module.load_state_dict(state)
 
 
-def save_weights(module: nn.Module, path: str | Path) -> None:
+def save_weights(module: nn.Module, path: str | Path, exclude: tuple[str, ...] = ()) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}, str(path))
+    state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items() if k not in exclude}
+    save_file(state, str(path))
 
 
 def apply_stage(model: Llava, stage: int) -> None:
     """Algorithm 3's freezing policy: which parameters receive gradients in each stage."""
     if stage not in (1, 2):
         raise ValueError(f"stage must be 1 (feature alignment) or 2 (end-to-end fine-tuning), got {stage}")
+    # Alg 3, line 3: the trainable set is {W} in stage 1 and {W, phi} in stage 2
     model.vision.requires_grad_(False)  # frozen in both stages
     model.projector.requires_grad_(True)  # W trains in both stages
     model.llm.requires_grad_(stage == 2)  # the LLM trains only in stage 2
@@ -87,7 +90,7 @@ class LlavaModule(_AdamWCosine):
 
     def __init__(
         self,
-        stage: int = 2,
+        stage: int = 2,  # Alg 3, line 2: one run per stage (minillava toy runs stage 1, then stage 2)
         preset: str = "toy",
         overrides: dict[str, Any] | None = None,
         lr: float = 2e-5,
@@ -115,16 +118,18 @@ class LlavaModule(_AdamWCosine):
         return self
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss = self.model(**batch)["loss"]
+        # Alg 3, line 5: Lightning's fit loop draws the minibatches; Alg 3, line 8: it calls backward on this loss
+        loss = self.model(**batch, return_logits=False)["loss"]  # Alg 3, line 7
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
         return loss
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self.log("val/loss", self.model(**batch)["loss"], prog_bar=True, batch_size=batch["input_ids"].shape[0])
+        loss = self.model(**batch, return_logits=False)["loss"]
+        self.log("val/loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
 
     def on_train_end(self) -> None:
         if self.hparams.save_to and self.trainer.is_global_zero:
-            # stage 1 saves only what it trained (the projector), like the original mm_projector.bin
+            # Alg 3, line 10: stage 1 saves only what it trained (the projector), like the original mm_projector.bin
             part = self.model.projector if self.hparams.stage == 1 else self.model
             save_weights(part, self.hparams.save_to)
 
@@ -201,7 +206,8 @@ class ClipModule(_AdamWCosine):
 
     def on_train_end(self) -> None:
         if self.hparams.save_vision_to and self.trainer.is_global_zero:
-            save_weights(self.clip.visual, self.hparams.save_vision_to)
+            # LLaVA's VisionTower has no CLIP output projection `proj` (it never uses it), so it is not saved
+            save_weights(self.clip.visual, self.hparams.save_vision_to, exclude=("proj",))
 
 
 class LossHistory(L.Callback):

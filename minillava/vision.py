@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from einops import rearrange, repeat
 from open_clip.model import CLIPVisionCfg, _build_vision_tower
 from torch import nn
 
@@ -72,12 +73,18 @@ def build_open_clip_vision(cfg: VisionConfig) -> nn.Module:
 
 
 class VisionTower(nn.Module):
-    """CLIP ViT truncated at `feature_layer`: pixels (b, c, H, W) -> Z_v (b, n, w). Always frozen in LLaVA."""
+    """CLIP ViT truncated at `feature_layer`: pixels (b, c, H, W) -> Z_v (b, n, w). Always frozen in LLaVA.
+
+    The tower keeps every block (so real checkpoints load key for key) but drops CLIP's output projection `proj`,
+    which LLaVA never uses: parameter counts then equal the reference models' (transformers' CLIPVisionModel has
+    no projection either).
+    """
 
     def __init__(self, cfg: VisionConfig, visual: nn.Module | None = None) -> None:
         super().__init__()
         self.cfg = cfg
         self.visual = build_open_clip_vision(cfg) if visual is None else visual
+        self.visual.proj = None
         self.visual.requires_grad_(False)
 
     @property
@@ -86,15 +93,15 @@ class VisionTower(nn.Module):
         return self.cfg.layers + self.cfg.feature_layer
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        out = self.visual.forward_intermediates(
-            pixel_values,
-            indices=[self.block_index],
-            stop_early=True,  # the blocks after feature_layer are never computed
-            intermediates_only=True,
-            output_fmt="NLC",
-            output_extra_tokens=self.cfg.select == "cls_patch",
-        )
-        z = out["image_intermediates"][0]  # (b, n, w): patch tokens, CLS already split off
-        if self.cfg.select == "cls_patch":
-            z = torch.cat([out["image_intermediates_prefix"][0], z], dim=1)  # (b, 1 + n, w)
-        return z
+        v = self.visual
+        x = v.conv1(pixel_values)  # Alg 11, line 1: one w-vector per P x P patch, (b, w, g, g)
+        x = rearrange(x, "b w gh gw -> b (gh gw) w")  # row-major patch grid
+        cls = repeat(v.class_embedding, "w -> b 1 w", b=x.shape[0]).to(x.dtype)
+        x = torch.cat([cls, x], dim=1) + v.positional_embedding.to(x.dtype)  # Alg 11, line 2: (b, 1 + n, w)
+        x = v.ln_pre(x)  # Alg 11, line 3
+        for block in v.transformer.resblocks[: self.block_index + 1]:  # Alg 11, line 4; Alg 1, line 1: l = L_v + 1 + s
+            x = block(x)  # Alg 11, lines 5-6 (the blocks after feature_layer are never computed)
+        # Alg 11, line 7: no ln_post, no projection: LLaVA reads the raw residual stream
+        if self.cfg.select == "patch":
+            x = x[:, 1:]  # Alg 1, line 2: drop the CLS token
+        return x

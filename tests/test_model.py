@@ -120,3 +120,23 @@ def test_paper_preset_builds_on_meta_device():
     assert n_proj == 5120 * 1024 + 5120  # W for Vicuna-13B is 5120 x 1024 (+ bias)
     assert model.cfg.num_image_tokens == 256
     assert model.llm.num_params() == 13_015_864_320
+
+
+def test_training_loss_skips_unsupervised_logits_with_the_same_value_and_gradients():
+    model = tiny_llava()
+    ids = torch.randint(5, 64, (2, 30))
+    ids[:, 2:18] = model.cfg.image_token_id
+    labels = torch.full_like(ids, -100)
+    labels[0, 20:], labels[1, 25:28] = ids[0, 20:], ids[1, 25:28]
+    pixels = torch.randn(2, 3, 32, 32)
+    grads = []
+    for return_logits in (True, False):
+        model.zero_grad()
+        out = model(ids, pixels, labels=labels, return_logits=return_logits)
+        assert ("logits" in out) == return_logits
+        out["loss"].backward()
+        grads.append((out["loss"].detach(), model.projector.weight.grad.clone(), model.llm.lm_head.weight.grad.clone()))
+    for full, supervised_only in zip(*grads):
+        torch.testing.assert_close(full, supervised_only)
+    with pytest.raises(ValueError, match="needs labels"):
+        model(ids, pixels, return_logits=False)
