@@ -39,6 +39,25 @@ def load_image(folder: Path, name: str, record: str, transform) -> torch.Tensor:
         raise FileNotFoundError(f"record {record}: cannot read image {path}: {exc}") from None
 
 
+class ImageCache:
+    """Decoded, transformed images kept in memory after their first use (`enabled=False`: always read from disk).
+
+    Worth it when every image fits in memory and is read many times, as in the toy world (6000 images of
+    3x32x32 floats are 74 MB, and re-decoding PNGs costs more than a toy training step's compute); not for COCO.
+    """
+
+    def __init__(self, folder: Path, transform, enabled: bool) -> None:
+        self.folder, self.transform, self.enabled = folder, transform, enabled
+        self.images: dict[str, torch.Tensor] = {}
+
+    def get(self, name: str, record: str) -> torch.Tensor:
+        if not self.enabled:
+            return load_image(self.folder, name, record, self.transform)
+        if name not in self.images:
+            self.images[name] = load_image(self.folder, name, record, self.transform)
+        return self.images[name]
+
+
 def record_turns(rec: dict) -> list[tuple[str, str]]:
     return [(turn["from"], turn["value"]) for turn in rec["conversations"]]
 
@@ -57,10 +76,12 @@ class LlavaDataset(Dataset):
         max_len: int = 2048,
         supervise: str = "answers",  # "answers": assistant turns only (LLaVA); "all": every token (LM pretraining)
         limit: int | None = None,
+        cache_images: bool = False,  # keep decoded images in memory (see ImageCache)
     ) -> None:
         self.json_path = Path(json_path)
         self.image_folder = Path(image_folder) if image_folder else None
         self.transform = clip_transform(image_size)
+        self.images = ImageCache(self.image_folder, self.transform, cache_images)
         records = load_llava_json(self.json_path)[:limit]
         self.examples: list[Example] = []
         self.pad_id = tokenizer.pad_token_id
@@ -88,8 +109,7 @@ class LlavaDataset(Dataset):
         ex = self.examples[i]
         image = None
         if ex.meta["image"] is not None:
-            image = load_image(self.image_folder, ex.meta["image"], f"{ex.meta['id']} of {self.json_path}",
-                               self.transform)
+            image = self.images.get(ex.meta["image"], f"{ex.meta['id']} of {self.json_path}")
         return ex, image
 
     def collate(self, items: list[tuple[Example, torch.Tensor | None]]) -> dict[str, torch.Tensor]:
@@ -158,6 +178,7 @@ class LlavaDataModule(L.LightningDataModule):
         seed: int = 0,
         num_workers: int = 0,
         limit: int | None = None,
+        cache_images: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -168,7 +189,7 @@ class LlavaDataModule(L.LightningDataModule):
         h = self.hparams
         tok = load_tokenizer(h.tokenizer)
         return LlavaDataset(path, h.image_folder, tok, h.template, h.num_image_tokens, h.image_size, h.max_len,
-                            h.supervise, h.limit)
+                            h.supervise, h.limit, h.cache_images)
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is None:
@@ -197,7 +218,7 @@ class CaptionDataset(Dataset):
     """Image-caption pairs for contrastive CLIP training (toy stage 0)."""
 
     def __init__(self, contexts_json: str | Path, image_folder: str | Path, tokenizer, image_size: int,
-                 context_length: int = 64, split: str = "train") -> None:
+                 context_length: int = 64, split: str = "train", cache_images: bool = False) -> None:
         contexts: dict[str, str] = json.loads(Path(contexts_json).read_text())
         self.items = [(sid, caption_lines(ctx)) for sid, ctx in contexts.items()
                       if sid.startswith(split)]
@@ -205,7 +226,7 @@ class CaptionDataset(Dataset):
             raise ValueError(f"{contexts_json} has no scenes of split {split!r}")
         self.image_folder = Path(image_folder)
         self.tokenizer = tokenizer
-        self.transform = clip_transform(image_size)
+        self.images = ImageCache(self.image_folder, clip_transform(image_size), cache_images)
         self.context_length = context_length
 
     def __len__(self) -> int:
@@ -219,7 +240,7 @@ class CaptionDataset(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         sid, caps = self.items[i]
-        image = load_image(self.image_folder, f"{sid}.png", sid, self.transform)
+        image = self.images.get(f"{sid}.png", sid)
         # all captions together: one caption alone ("Three shapes on a plain background.") is shared by many
         # scenes, which leaves a contrastive loss little to learn from; CLIP's context window truncates the rest
         return image, self.encode_text(" ".join(caps))
@@ -227,7 +248,8 @@ class CaptionDataset(Dataset):
 
 class CaptionDataModule(L.LightningDataModule):
     def __init__(self, contexts_json: str, image_folder: str, tokenizer: str, image_size: int = 32,
-                 context_length: int = 64, batch_size: int = 128, num_workers: int = 0) -> None:
+                 context_length: int = 64, batch_size: int = 128, num_workers: int = 0,
+                 cache_images: bool = False) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.train_set: CaptionDataset | None = None
@@ -236,7 +258,7 @@ class CaptionDataModule(L.LightningDataModule):
         h = self.hparams
         if self.train_set is None:
             self.train_set = CaptionDataset(h.contexts_json, h.image_folder, load_tokenizer(h.tokenizer),
-                                            h.image_size, h.context_length)
+                                            h.image_size, h.context_length, cache_images=h.cache_images)
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(self.train_set, batch_size=self.hparams.batch_size, shuffle=True, drop_last=True,
