@@ -101,3 +101,18 @@ def test_exact_match_normalisation_and_chance():
     items = [{"kind": "count", "answer": a} for a in ["2", "2", "3"]] + [{"kind": "yesno", "answer": "no"}]
     chance = chance_accuracy(items)
     assert chance["count"] == pytest.approx(2 / 3) and chance["yesno"] == 1.0 and chance["overall"] == 0.75
+
+
+def test_image_cache_decodes_each_image_once_and_names_a_missing_one(toy_data, tmp_path):
+    from minillava.data.dataset import ImageCache, clip_transform, load_image
+
+    folder, transform = toy_data["images"], clip_transform(32)
+    name = sorted(p.name for p in folder.iterdir())[0]
+    cache = ImageCache(folder, transform, enabled=True)
+    first = cache.get(name, "rec-1")
+    assert cache.get(name, "rec-1") is first  # kept, not re-read
+    assert torch.equal(first, load_image(folder, name, "rec-1", transform))
+    off = ImageCache(folder, transform, enabled=False)
+    assert off.get(name, "rec-1") is not off.get(name, "rec-1") and not off.images
+    with pytest.raises(FileNotFoundError, match="record rec-9: cannot read image .*nope.png"):
+        cache.get("nope.png", "rec-9")
