@@ -42,9 +42,10 @@ class ToyConfig:
     # and tokenizer (measured; see README)
     clip: StageConfig = field(default_factory=lambda: StageConfig(steps=150, batch_size=128, lr=5e-4, warmup_ratio=0.1))
     lm: StageConfig = field(default_factory=lambda: StageConfig(steps=250, batch_size=32, lr=3e-3, warmup_ratio=0.05))
-    # the paper: stage 1 = 1 epoch of captions, stage 2 = 3 epochs of instructions; we keep those proportions
+    # the paper: stage 1 = 1 epoch of captions, stage 2 = 3 epochs of instructions. Stage 1 keeps that; stage 2
+    # runs ~4 epochs, because at this scale accuracy was still rising after 3 (0.55 at 600 steps, 0.62 at 900)
     stage1: StageConfig = field(default_factory=lambda: StageConfig(steps=100, batch_size=64, lr=2e-3))
-    stage2: StageConfig = field(default_factory=lambda: StageConfig(steps=600, batch_size=32, lr=1e-3))
+    stage2: StageConfig = field(default_factory=lambda: StageConfig(steps=800, batch_size=32, lr=1e-3))
     template: str = "v0"
     max_len: int = 512
     seed: int = 0
