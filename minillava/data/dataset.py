@@ -80,8 +80,7 @@ class LlavaDataset(Dataset):
     ) -> None:
         self.json_path = Path(json_path)
         self.image_folder = Path(image_folder) if image_folder else None
-        self.transform = clip_transform(image_size)
-        self.images = ImageCache(self.image_folder, self.transform, cache_images)
+        self.images = ImageCache(self.image_folder, clip_transform(image_size), cache_images)
         records = load_llava_json(self.json_path)[:limit]
         self.examples: list[Example] = []
         self.pad_id = tokenizer.pad_token_id
