@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
+import os
 import time
 import warnings
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -50,6 +53,10 @@ class ToyConfig:
     max_len: int = 512
     seed: int = 0
     ablate_stage1: bool = True  # also train stage 2 from an untrained projector (report["no_stage1"])
+    # independent stages (the two stage-0 models; stage 1+2 and the no-stage-1 ablation) run side by side in this
+    # many processes, the CPU's cores shared out between them. On 2 cores two 1-thread processes do ~1.5x the work
+    # of one 2-thread process, since these tiny models leave the second thread of a process mostly idle (measured)
+    workers: int = 2
     model_overrides: dict = field(default_factory=dict)  # dotted-key changes to the "toy" preset, e.g. llm.n_layers
 
     def model_config_overrides(self) -> dict:
@@ -112,9 +119,14 @@ class ToyRun:
         if self.progress:
             print(msg, flush=True)
 
+    def _seed(self) -> None:
+        """Every stage starts from the run's seed, so its result does not depend on what ran before it in this
+        process (a stage may run in a worker process of its own; see ``side_by_side``)."""
+        L.seed_everything(self.cfg.seed, verbose=False)
+
     def _fit(self, name: str, module: L.LightningModule, datamodule: L.LightningDataModule, stage: StageConfig):
         quiet_lightning()
-        L.seed_everything(self.cfg.seed, verbose=False)
+        self._seed()  # again, for the data order
         history = LossHistory()
         t0 = time.perf_counter()
         self._log(f"[{name}] {stage.steps} steps, batch {stage.batch_size}, lr {stage.lr}")
@@ -158,6 +170,7 @@ class ToyRun:
 
     def stage0_clip(self) -> None:
         c, tok = self.cfg.clip, self.tokenizer
+        self._seed()  # the initial weights
         module = ClipModule(vision=self.model_cfg.vision, vocab_size=self.cfg.vocab_size, eos_id=tok.eos_token_id,
                             pad_id=tok.pad_token_id, lr=c.lr, warmup_ratio=c.warmup_ratio,
                             save_vision_to=str(self.weights / "vision.safetensors"))
@@ -168,11 +181,13 @@ class ToyRun:
 
     def stage0_lm(self) -> None:
         c = self.cfg.lm
+        self._seed()
         module = LanguageModule(llm=self.model_cfg.llm, lr=c.lr, warmup_ratio=c.warmup_ratio,
                                 save_to=str(self.weights / "llm.safetensors"))
         self._fit("stage0_lm", module, self._llava_data(self.files["lm"], c, supervise="all"), c)
 
     def _llava(self, stage: int, c: StageConfig, projector: Path | None, save_to: Path) -> LlavaModule:
+        self._seed()
         module = LlavaModule(
             stage=stage,
             preset="toy",
@@ -206,30 +221,72 @@ class ToyRun:
         self.seconds[f"eval_{name}"] = time.perf_counter() - t0
         return result
 
+    def train_and_evaluate(self, with_stage1: bool = True) -> dict:
+        """Stage 2 (after stage 1, or from an untrained projector) and its held-out evaluation."""
+        if with_stage1:
+            self.stage1()
+        return self.evaluate(self.stage2(with_stage1), "stage2" if with_stage1 else "stage2_no_stage1")
+
+    def side_by_side(self, *jobs: tuple[str, dict]) -> list:
+        """Run independent jobs (method name, keyword arguments) at once, each in its own process with its share
+        of the cores, and return their results. Losses and timings come back into this run; so does the first
+        job's progress output (the others run quietly, so that bars do not interleave)."""
+        n = min(len(jobs), self.cfg.workers, os.cpu_count() or 1)
+        if n <= 1:
+            return [getattr(self, name)(**kwargs) for name, kwargs in jobs]
+        threads = max(1, torch.get_num_threads() // n)
+        self._log(f"[{' | '.join(name for name, _ in jobs)}] side by side: {n} processes, {threads} thread(s) each")
+        context = multiprocessing.get_context("spawn")  # a fork would copy this process's thread pools and locks
+        with ProcessPoolExecutor(max_workers=n, mp_context=context) as pool:
+            futures = [pool.submit(_job, self.cfg, self.out, self.progress and i == 0, threads, self.files, name, kwargs)
+                       for i, (name, kwargs) in enumerate(jobs)]
+            outcomes = []
+            for future, (name, _) in zip(futures, jobs):
+                try:
+                    outcomes.append(future.result())
+                except Exception as err:  # the worker's traceback rides along as the cause
+                    raise RuntimeError(f"side-by-side job {name!r} of {self.out} failed: {err}") from err
+        for result, losses, seconds in outcomes:
+            self.losses.update(losses)
+            self.seconds.update(seconds)
+        for name, _ in jobs[1:]:
+            self._log(f"[{name}] done (quietly, alongside)")
+        return [result for result, _, _ in outcomes]
+
     def run(self) -> dict:
         t0 = time.perf_counter()
         torch.manual_seed(self.cfg.seed)
         self.generate_data()
         self.train_tokenizer()
-        self.stage0_clip()
-        self.stage0_lm()
-        self.stage1()
-        main = self.evaluate(self.stage2(with_stage1=True), "stage2")
+        self.side_by_side(("stage0_lm", {}), ("stage0_clip", {}))  # the longer one shows its progress
+        jobs = [("train_and_evaluate", {"with_stage1": True})]
+        if self.cfg.ablate_stage1:
+            jobs.append(("train_and_evaluate", {"with_stage1": False}))
+        main, *ablation = self.side_by_side(*jobs)
         report = {
             "accuracy": main["accuracy"],
             "chance": main["chance"],
             "n_questions": main["n"],
             "samples": main["samples"],
         }
-        if self.cfg.ablate_stage1:
-            ablation = self.evaluate(self.stage2(with_stage1=False), "stage2_no_stage1")
-            report["no_stage1"] = ablation["accuracy"]
+        if ablation:
+            report["no_stage1"] = ablation[0]["accuracy"]
         report["seconds"] = time.perf_counter() - t0
         report["stage_seconds"] = {k: round(v, 1) for k, v in self.seconds.items()}
         report["final_loss"] = {k: sum(v[-20:]) / len(v[-20:]) for k, v in self.losses.items() if v}
         report["config"] = asdict(self.cfg)
         write_report(self.out, report, self.losses)
         return report
+
+
+def _job(cfg: ToyConfig, out: Path, progress: bool, threads: int, files: dict[str, Path], name: str, kwargs: dict):
+    """One side-by-side job, in a fresh process: a ToyRun over the same folder, after data and tokenizer exist."""
+    torch.set_num_threads(threads)
+    run = ToyRun(cfg, out, progress)
+    run.files = files
+    run.tokenizer = load_tokenizer(out / "tokenizer")
+    result = getattr(run, name)(**kwargs)
+    return (None if isinstance(result, L.LightningModule) else result), run.losses, run.seconds
 
 
 def load_stage2_model(out: str | Path, name: str = "stage2"):

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from minillava.cli import packaged_config, resolve_config_args
+from minillava.tokenizer import load_tokenizer
 from minillava.toy import TOY_PRESETS
 
 CONFIG_DIR = Path(__file__).parents[1] / "minillava" / "configs" / "toy"
@@ -70,3 +71,57 @@ def test_cli_fit_runs_a_packaged_stage_config(tiny_run):
     proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (out / "weights" / "stage2.safetensors").is_file()
+
+
+def _stage_inputs(run_folder: Path, dest: Path) -> dict[str, Path]:
+    """A copy of a run folder's data and tokenizer (no weights): what the training stages start from."""
+    import shutil
+
+    shutil.copytree(run_folder / "data", dest / "data")
+    shutil.copytree(run_folder / "tokenizer", dest / "tokenizer")
+    names = {"stage1": "stage1.json", "stage2": "stage2.json", "eval": "eval.json", "lm": "lm.json",
+             "contexts": "contexts.json"}
+    return {key: dest / "data" / name for key, name in names.items()}
+
+
+def test_side_by_side_jobs_train_exactly_what_one_process_trains(tiny_run, tiny_config, tmp_path):
+    """Running the stage-0 models in two worker processes changes nothing but the wall time."""
+    from dataclasses import replace
+
+    import torch
+    from safetensors.torch import load_file
+
+    from minillava.toy import ToyRun
+
+    out, _ = tiny_run
+    weights = {}
+    for workers in (1, 2):
+        folder = tmp_path / f"workers{workers}"
+        run = ToyRun(replace(tiny_config, workers=workers), folder, progress=False)
+        run.files = _stage_inputs(out, folder)
+        run.tokenizer = load_tokenizer(folder / "tokenizer")
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # each worker runs on one thread; so does the one-process run here
+        try:
+            assert run.side_by_side(("stage0_lm", {}), ("stage0_clip", {})) == [None, None]
+        finally:
+            torch.set_num_threads(threads)
+        assert set(run.losses) == {"stage0_lm", "stage0_clip"}  # losses and timings come back from the workers
+        assert set(run.seconds) == {"stage0_lm", "stage0_clip"}
+        weights[workers] = {name: load_file(folder / "weights" / f"{name}.safetensors") for name in ("llm", "vision")}
+    for name, tensors in weights[1].items():
+        for key, value in tensors.items():
+            assert torch.equal(value, weights[2][name][key]), (name, key)
+
+
+def test_a_failing_side_by_side_job_names_itself_and_its_cause(tiny_run, tiny_config, tmp_path):
+    from dataclasses import replace
+
+    from minillava.toy import ToyRun
+
+    out, _ = tiny_run
+    run = ToyRun(replace(tiny_config, workers=2), tmp_path, progress=False)
+    run.files = _stage_inputs(out, tmp_path)  # no weights: stage 1 finds no vision tower to load
+    run.tokenizer = load_tokenizer(tmp_path / "tokenizer")
+    with pytest.raises(RuntimeError, match="job 'train_and_evaluate'.*vision.safetensors"):
+        run.side_by_side(("train_and_evaluate", {"with_stage1": True}), ("train_and_evaluate", {"with_stage1": False}))
