@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +24,9 @@ def test_tiny_run_writes_the_report(tiny_run):
         assert (out / name).is_file(), name
     saved = json.loads((out / "report.json").read_text())
     assert saved["seconds"] > 0
+    side_by_side = (os.cpu_count() or 1) > 1  # TINY keeps the default of 2 workers
+    assert saved["side_by_side"] is side_by_side
+    assert ("ran side by side" in (out / "report.md").read_text()) is side_by_side
     kinds = {"count", "colour", "yesno", "relation"}
     for key in ("accuracy", "chance", "no_stage1"):
         assert set(saved[key]) == kinds | {"overall"}, key
