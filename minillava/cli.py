@@ -67,13 +67,18 @@ def toy_main(argv: list[str]) -> None:
     parser.add_argument("--seed", type=int, default=0, help="training seed (the data set stays the same)")
     parser.add_argument("--no-ablation", action="store_true", help="skip the stage-2-without-stage-1 run")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--workers", type=int, default=2,
+                        help="processes for stages that can run side by side (1: one after another)")
     args = parser.parse_args(argv)
+    if args.workers < 1:
+        parser.error(f"--workers must be at least 1, got {args.workers}")
 
     from .toy import format_report, run_toy
 
     preset = "quick" if args.quick else "default"
     out = Path(args.out or ("runs/toy-quick" if args.quick else "runs/toy"))
-    report = run_toy(preset, out=out, progress=not args.quiet, seed=args.seed, ablate_stage1=not args.no_ablation)
+    report = run_toy(preset, out=out, progress=not args.quiet, seed=args.seed, ablate_stage1=not args.no_ablation,
+                     workers=args.workers)
     print(format_report(report))
     print(f"run folder: {out.resolve()} (report.md, report.json, loss_curves.png)")
     print(json.dumps({"seconds": round(report["seconds"], 1), "accuracy": report["accuracy"]["overall"],

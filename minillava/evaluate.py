@@ -35,9 +35,11 @@ def chance_accuracy(items: list[dict]) -> dict[str, float]:
     return out
 
 
-def prompt_example(question: str, tokenizer, template_name: str, num_image_tokens: int):
+def prompt_example(question: str, tokenizer, template_name: str, num_image_tokens: int, suffix: str = SHORT_ANSWER):
+    """The image, the question and (unless `suffix` is empty) the short-answer instruction, as one human turn."""
     template = TEMPLATES[template_name]
-    text, _ = template.render([("human", f"{IMAGE_TOKEN}\n{question}\n{SHORT_ANSWER}")], generation_prompt=True)
+    human = f"{IMAGE_TOKEN}\n{question}" + (f"\n{suffix}" if suffix else "")
+    text, _ = template.render([("human", human)], generation_prompt=True)
     return tokenize_text(text, [], tokenizer, num_image_tokens)
 
 
@@ -51,6 +53,7 @@ def answer_questions(
     batch_size: int = 64,
     max_new_tokens: int = 12,
     progress: bool = False,
+    suffix: str = SHORT_ANSWER,
 ) -> list[str]:
     model.eval()
     transform = clip_transform(model.cfg.vision.image_size)
@@ -58,7 +61,8 @@ def answer_questions(
     answers: list[str] = []
     for start in tqdm(range(0, len(items), batch_size), desc="evaluate", disable=not progress, leave=False):
         chunk = items[start : start + batch_size]
-        examples = [prompt_example(it["question"], tokenizer, template, model.cfg.num_image_tokens) for it in chunk]
+        examples = [prompt_example(it["question"], tokenizer, template, model.cfg.num_image_tokens, suffix)
+                    for it in chunk]
         batch = pad_batch(examples, tokenizer.pad_token_id, side="left")
         pixels = torch.stack([load_image(folder, it["image"], it["id"], transform) for it in chunk])
         answers += generate(model, batch["input_ids"], batch["attention_mask"], tokenizer, TEMPLATES[template].stop,

@@ -129,3 +129,12 @@ def test_a_failing_side_by_side_job_names_itself_and_its_cause(tiny_run, tiny_co
     run.tokenizer = load_tokenizer(tmp_path / "tokenizer")
     with pytest.raises(RuntimeError, match="job 'train_and_evaluate'.*vision.safetensors"):
         run.side_by_side(("train_and_evaluate", {"with_stage1": True}), ("train_and_evaluate", {"with_stage1": False}))
+
+
+def test_workers_must_be_positive(tiny_config, tmp_path):
+    from dataclasses import replace
+
+    from minillava.toy import ToyRun
+
+    with pytest.raises(ValueError, match="workers must be at least 1, got 0"):
+        ToyRun(replace(tiny_config, workers=0), tmp_path)
