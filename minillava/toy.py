@@ -145,6 +145,11 @@ class ToyRun:
         self.files = generate_toy_data(self.data_dir, self.cfg.data, progress=self.progress)
         self.seconds["data"] = time.perf_counter() - t0
 
+    def use_existing(self, files: dict[str, Path]) -> None:
+        """Pick up data and a tokenizer that an earlier step (or process) already wrote into this run folder."""
+        self.files = files
+        self.tokenizer = load_tokenizer(self.out / "tokenizer")
+
     def train_tokenizer(self) -> None:
         t0 = time.perf_counter()
         files = [self.files["lm"], self.files["stage1"], self.files["stage2"]]
@@ -289,8 +294,7 @@ def _job(cfg: ToyConfig, out: Path, progress: bool, threads: int, files: dict[st
     """One side-by-side job, in a fresh process: a ToyRun over the same folder, after data and tokenizer exist."""
     torch.set_num_threads(threads)
     run = ToyRun(cfg, out, progress)
-    run.files = files
-    run.tokenizer = load_tokenizer(out / "tokenizer")
+    run.use_existing(files)
     result = getattr(run, name)(**kwargs)
     return (None if isinstance(result, L.LightningModule) else result), run.losses, run.seconds
 

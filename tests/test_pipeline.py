@@ -12,7 +12,6 @@ import pytest
 import yaml
 
 from minillava.cli import packaged_config, resolve_config_args
-from minillava.tokenizer import load_tokenizer
 from minillava.toy import TOY_PRESETS
 
 CONFIG_DIR = Path(__file__).parents[1] / "minillava" / "configs" / "toy"
@@ -102,8 +101,7 @@ def test_side_by_side_jobs_train_exactly_what_one_process_trains(tiny_run, tiny_
     for workers in (1, 2):
         folder = tmp_path / f"workers{workers}"
         run = ToyRun(replace(tiny_config, workers=workers), folder, progress=False)
-        run.files = _stage_inputs(out, folder)
-        run.tokenizer = load_tokenizer(folder / "tokenizer")
+        run.use_existing(_stage_inputs(out, folder))
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # each worker runs on one thread; so does the one-process run here
         try:
@@ -125,8 +123,7 @@ def test_a_failing_side_by_side_job_names_itself_and_its_cause(tiny_run, tiny_co
 
     out, _ = tiny_run
     run = ToyRun(replace(tiny_config, workers=2), tmp_path, progress=False)
-    run.files = _stage_inputs(out, tmp_path)  # no weights: stage 1 finds no vision tower to load
-    run.tokenizer = load_tokenizer(tmp_path / "tokenizer")
+    run.use_existing(_stage_inputs(out, tmp_path))  # no weights: stage 1 finds no vision tower to load
     with pytest.raises(RuntimeError, match="job 'train_and_evaluate'.*vision.safetensors"):
         run.side_by_side(("train_and_evaluate", {"with_stage1": True}), ("train_and_evaluate", {"with_stage1": False}))
 
