@@ -30,8 +30,9 @@ import torch
 from minillava.conversation import TEMPLATES
 from minillava.data.dataset import LlavaDataModule
 from minillava.data.teacher import SHORT_ANSWER, ToyTeacher
-from minillava.evaluate import answer_questions, chance_accuracy, normalise
+from minillava.evaluate import chance_accuracy, evaluate_exact_match
 from minillava.tokenizer import IMAGE_TOKEN, load_tokenizer
+from minillava.toy import run_model_overrides
 from minillava.training import LlavaModule, cosine_with_warmup
 
 FIXED = "Is there a red circle in the image?"
@@ -82,7 +83,7 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
 
-    report = json.loads((a.run / "report.json").read_text())["config"]
+    config = json.loads((a.run / "report.json").read_text())["config"]
     template, suffix = "v0", SHORT_ANSWER
     if a.prompt == "short":
         template, suffix = "v0-no-system", ""
@@ -93,8 +94,7 @@ def main() -> None:
     weights = a.run / "weights"
     module = LlavaModule(
         stage=2, preset="toy", lr=a.lr,
-        overrides={"llm.vocab_size": report["vocab_size"], "llm.max_seq_len": report["max_len"],
-                   **report.get("model_overrides", {})},
+        overrides=run_model_overrides(a.run),
         vision_weights=str(weights / "vision.safetensors"), llm_weights=str(weights / "llm.safetensors"),
         projector_weights=None if a.no_stage1 else str(weights / "projector.safetensors"),
     )
@@ -106,7 +106,7 @@ def main() -> None:
         data = LlavaDataModule(train_json=str(train_json), tokenizer=str(a.run / "tokenizer"),
                                image_folder=str(a.run / "data" / "images"), template=template,
                                num_image_tokens=model.cfg.num_image_tokens, image_size=model.cfg.vision.image_size,
-                               max_len=report["max_len"], batch_size=a.batch, cache_images=True)
+                               max_len=config["max_len"], batch_size=a.batch, cache_images=True)
         data.setup("fit")
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=a.lr, weight_decay=0.0)
@@ -127,9 +127,8 @@ def main() -> None:
                 step += 1
                 losses.append(loss.item())
                 if step % a.every == 0 or step == a.steps:
-                    preds = answer_questions(model, tokenizer, held_out, a.run / "data" / "images", template,
-                                             suffix=suffix)
-                    acc = sum(normalise(p) == normalise(it["answer"]) for p, it in zip(preds, held_out)) / len(held_out)
+                    acc = evaluate_exact_match(model, tokenizer, held_out, a.run / "data" / "images", template,
+                                               suffix=suffix)["accuracy"]["overall"]
                     recent = losses[-50:]
                     print(json.dumps({"step": step, "seconds": round(time.perf_counter() - t0),
                                       "loss": round(sum(recent) / len(recent), 3), "accuracy": round(acc, 3)}),

@@ -71,9 +71,10 @@ def answer_questions(
 
 
 def evaluate_exact_match(model: Llava, tokenizer, items: list[dict], image_folder: str | Path, template: str = "v0",
-                         batch_size: int = 64, progress: bool = False) -> dict:
+                         batch_size: int = 64, progress: bool = False, suffix: str = SHORT_ANSWER) -> dict:
     """{"accuracy": {kind: acc, "overall": acc}, "chance": {...}, "n": {kind: count}, "samples": [...]}."""
-    preds = answer_questions(model, tokenizer, items, image_folder, template, batch_size, progress=progress)
+    preds = answer_questions(model, tokenizer, items, image_folder, template, batch_size, progress=progress,
+                             suffix=suffix)
     by_kind: dict[str, list[bool]] = defaultdict(list)
     for it, pred in zip(items, preds):
         by_kind[it["kind"]].append(normalise(pred) == normalise(it["answer"]))

@@ -245,22 +245,23 @@ class ToyRun:
             return [getattr(self, name)(**kwargs) for name, kwargs in jobs]
         threads = max(1, torch.get_num_threads() // n)
         self.ran_side_by_side = True
-        self._log(f"[{' | '.join(name for name, _ in jobs)}] side by side: {n} processes, {threads} thread(s) each")
+        labels = [name + "".join(f" {k}={v}" for k, v in kwargs.items()) for name, kwargs in jobs]
+        self._log(f"[{' | '.join(labels)}] side by side: {n} processes, {threads} thread(s) each")
         context = multiprocessing.get_context("spawn")  # a fork would copy this process's thread pools and locks
         with ProcessPoolExecutor(max_workers=n, mp_context=context) as pool:
             futures = [pool.submit(_job, self.cfg, self.out, self.progress and i == 0, threads, self.files, name, kwargs)
                        for i, (name, kwargs) in enumerate(jobs)]
             outcomes = []
-            for future, (name, _) in zip(futures, jobs):
+            for future, (name, kwargs) in zip(futures, jobs):
                 try:
                     outcomes.append(future.result())
                 except Exception as err:  # the worker's traceback rides along as the cause
-                    raise RuntimeError(f"side-by-side job {name!r} of {self.out} failed: {err}") from err
+                    raise RuntimeError(f"side-by-side job {name!r} {kwargs} of {self.out} failed: {err}") from err
         for result, losses, seconds in outcomes:
             self.losses.update(losses)
             self.seconds.update(seconds)
-        for name, _ in jobs[1:]:
-            self._log(f"[{name}] done (quietly, alongside)")
+        for label in labels[1:]:
+            self._log(f"[{label}] done (quietly, alongside)")
         return [result for result, _, _ in outcomes]
 
     def run(self) -> dict:
@@ -299,15 +300,18 @@ def _job(cfg: ToyConfig, out: Path, progress: bool, threads: int, files: dict[st
     return (None if isinstance(result, L.LightningModule) else result), run.losses, run.seconds
 
 
+def run_model_overrides(out: str | Path) -> dict:
+    """The changes to the "toy" model preset that a finished run folder's models were built with."""
+    cfg = json.loads((Path(out) / "report.json").read_text())["config"]
+    return {"llm.vocab_size": cfg["vocab_size"], "llm.max_seq_len": cfg["max_len"], **cfg.get("model_overrides", {})}
+
+
 def load_stage2_model(out: str | Path, name: str = "stage2"):
     """The trained toy LLaVA of a finished run folder, and its tokenizer (for notebooks and inference)."""
     from .model import Llava
 
     out = Path(out)
-    cfg = json.loads((out / "report.json").read_text())["config"]
-    overrides = {"llm.vocab_size": cfg["vocab_size"], "llm.max_seq_len": cfg["max_len"],
-                 **cfg.get("model_overrides", {})}
-    model = Llava(override(llava_preset("toy"), overrides))
+    model = Llava(override(llava_preset("toy"), run_model_overrides(out)))
     load_weights(model, out / "weights" / f"{name}.safetensors", "llava")
     return model.eval(), load_tokenizer(out / "tokenizer")
 
