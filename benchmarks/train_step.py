@@ -5,7 +5,7 @@ only; the vision tower always frozen), as `LlavaModule.training_step` runs it, o
 data for that stage (generated offline in a few seconds). Both models get the same weights (exported with `export_hf_llava`) and must give the same loss and
 gradients; they are timed in the same process, alternating, after warm-up, and the median of the repeats is reported.
 
-    python benchmarks/train_step.py                      # stage 2, batch 32, as the toy recipe
+    python benchmarks/train_step.py                      # stage 2, batch 8, as the toy recipe
     python benchmarks/train_step.py --stage 1 --batch 64  # stage 1, as the toy recipe
     python benchmarks/train_step.py --threads 2          # one thread is the default: steadier on a busy machine
 """
@@ -56,7 +56,7 @@ def step_seconds(step) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stage", type=int, default=2, choices=(1, 2))
-    parser.add_argument("--batch", type=int, default=32, help="the toy recipe's: 64 in stage 1, 32 in stage 2")
+    parser.add_argument("--batch", type=int, default=8, help="the toy recipe's: 64 in stage 1, 8 in stage 2")
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads for both models")
