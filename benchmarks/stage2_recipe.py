@@ -1,0 +1,86 @@
+"""Stage 1 + 2 recipes on a finished run's stage-0 models: which stage-2 batch, step count, lr or projector scores
+best in about the same time?
+
+Reuses RUN's data, tokenizer and stage-0 weights (vision.safetensors, llm.safetensors), trains stage 1 and stage 2
+with the given recipe in a scratch folder (RUN itself is not touched) and prints one JSON line: the recipe, the
+seconds of each stage and the held-out accuracy. It runs on one thread by default, as each stage-2 job of
+`minillava toy` does on 2 cores. Issue 2 used it to choose the default stage-2 batch:
+
+    python benchmarks/stage2_recipe.py runs/toy --steps 800 --batch 32     # the earlier default
+    python benchmarks/stage2_recipe.py runs/toy --steps 3200 --batch 8     # the default now: same records
+    python benchmarks/stage2_recipe.py runs/toy --steps 3200 --batch 8 --projector mlp2x_gelu
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from minillava.toy import StageConfig, ToyConfig, ToyRun, quiet_lightning
+
+DATA_FILES = ("stage1", "stage2", "eval", "lm", "contexts")
+
+
+def recipe_config(run: Path, steps: int, batch: int, lr: float, projector: str | None) -> ToyConfig:
+    """The run's own configuration, with stage 2 (and optionally the projector) replaced."""
+    saved = json.loads((run / "report.json").read_text())["config"]
+    overrides = dict(saved.get("model_overrides", {}))
+    if projector:
+        overrides["projector"] = projector
+    return ToyConfig(vocab_size=saved["vocab_size"], max_len=saved["max_len"], template=saved["template"],
+                     seed=saved["seed"], model_overrides=overrides, stage1=StageConfig(**saved["stage1"]),
+                     stage2=StageConfig(steps, batch, lr, saved["stage2"]["warmup_ratio"]))
+
+
+def scratch_run(run: Path, out: Path, cfg: ToyConfig) -> ToyRun:
+    """A ToyRun in `out` that reads RUN's data, tokenizer and stage-0 weights through symlinks."""
+    (out / "weights").mkdir(parents=True, exist_ok=True)
+    for name in ("data", "tokenizer"):
+        (out / name).symlink_to((run / name).resolve(), target_is_directory=True)
+    for name in ("vision", "llm"):
+        weights = run / "weights" / f"{name}.safetensors"
+        if not weights.is_file():
+            raise FileNotFoundError(f"{weights} not found: RUN must be a finished `minillava toy` run folder")
+        (out / "weights" / weights.name).symlink_to(weights.resolve())
+    toy = ToyRun(cfg, out, progress=False)
+    data = out / "data"
+    toy.use_existing({name: data / f"{name}.json" for name in DATA_FILES} | {"images": data / "images"})
+    return toy
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("run", type=Path, help="a finished `minillava toy` run folder (data, tokenizer, weights)")
+    ap.add_argument("--steps", type=int, default=3200, help="stage-2 optimiser steps")
+    ap.add_argument("--batch", type=int, default=8, help="stage-2 batch size (records per step)")
+    ap.add_argument("--lr", type=float, default=1e-3, help="stage-2 peak learning rate")
+    ap.add_argument("--projector", choices=("linear", "mlp2x_gelu"), default=None,
+                    help="the projector kind (default: the run's)")
+    ap.add_argument("--no-stage1", action="store_true", help="skip stage 1: stage 2 starts from an untrained W")
+    ap.add_argument("--threads", type=int, default=1)
+    a = ap.parse_args()
+    for name in ("steps", "batch", "threads"):
+        if getattr(a, name) < 1:
+            ap.error(f"--{name} must be at least 1, got {getattr(a, name)}")
+    torch.set_num_threads(a.threads)
+    quiet_lightning()
+    cfg = recipe_config(a.run, a.steps, a.batch, a.lr, a.projector)
+    with tempfile.TemporaryDirectory() as tmp:
+        toy = scratch_run(a.run, Path(tmp) / "run", cfg)
+        t0 = time.perf_counter()
+        result = toy.train_and_evaluate(with_stage1=not a.no_stage1)
+        print(json.dumps({
+            "steps": a.steps, "batch": a.batch, "lr": a.lr, "projector": toy.model_cfg.projector,
+            "stage1": not a.no_stage1, "threads": a.threads, "seconds": round(time.perf_counter() - t0),
+            "stage_seconds": {k: round(v) for k, v in toy.seconds.items()},
+            "accuracy": {k: round(v, 3) for k, v in result["accuracy"].items()},
+        }), flush=True)
+
+
+if __name__ == "__main__":
+    main()
