@@ -23,8 +23,6 @@ import torch
 
 from minillava.toy import StageConfig, ToyConfig, ToyRun, quiet_lightning
 
-DATA_FILES = ("stage1", "stage2", "eval", "lm", "contexts")
-
 
 def recipe_config(run: Path, steps: int, batch: int, lr: float, projector: str | None) -> ToyConfig:
     """The run's own configuration, with stage 2 (and optionally the projector) replaced."""
@@ -48,8 +46,7 @@ def scratch_run(run: Path, out: Path, cfg: ToyConfig) -> ToyRun:
             raise FileNotFoundError(f"{weights} not found: RUN must be a finished `minillava toy` run folder")
         (out / "weights" / weights.name).symlink_to(weights.resolve())
     toy = ToyRun(cfg, out, progress=False)
-    data = out / "data"
-    toy.use_existing({name: data / f"{name}.json" for name in DATA_FILES} | {"images": data / "images"})
+    toy.use_existing()
     return toy
 
 

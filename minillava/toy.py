@@ -22,7 +22,7 @@ import torch
 
 from .conversation import TEMPLATES
 from .data.dataset import CaptionDataModule, LlavaDataModule, record_turns
-from .data.generate import ToyDataConfig, generate_toy_data, load_llava_json
+from .data.generate import ToyDataConfig, generate_toy_data, load_llava_json, toy_data_files
 from .evaluate import evaluate_exact_match
 from .model import llava_preset, override
 from .tokenizer import load_tokenizer, train_bpe_tokenizer
@@ -147,9 +147,10 @@ class ToyRun:
         self.files = generate_toy_data(self.data_dir, self.cfg.data, progress=self.progress)
         self.seconds["data"] = time.perf_counter() - t0
 
-    def use_existing(self, files: dict[str, Path]) -> None:
-        """Pick up data and a tokenizer that an earlier step (or process) already wrote into this run folder."""
-        self.files = files
+    def use_existing(self, files: dict[str, Path] | None = None) -> None:
+        """Pick up data (by default this run folder's own) and the tokenizer that an earlier step or process
+        already wrote into this run folder."""
+        self.files = files if files is not None else toy_data_files(self.data_dir)
         self.tokenizer = load_tokenizer(self.out / "tokenizer")
 
     def train_tokenizer(self) -> None:

@@ -82,9 +82,9 @@ def _stage_inputs(run_folder: Path, dest: Path) -> dict[str, Path]:
 
     shutil.copytree(run_folder / "data", dest / "data")
     shutil.copytree(run_folder / "tokenizer", dest / "tokenizer")
-    names = {"stage1": "stage1.json", "stage2": "stage2.json", "eval": "eval.json", "lm": "lm.json",
-             "contexts": "contexts.json"}
-    return {key: dest / "data" / name for key, name in names.items()}
+    from minillava.data.generate import toy_data_files
+
+    return toy_data_files(dest / "data")
 
 
 def test_side_by_side_jobs_train_exactly_what_one_process_trains(tiny_run, tiny_config, tmp_path):

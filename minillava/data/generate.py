@@ -26,7 +26,7 @@ from minillava.data.validate import IMAGE_TOKEN, load_llava_json
 from minillava.data.validate import write_json as _write_json
 from minillava.data.world import Scene, WorldConfig, make_scenes, render, symbolic_context
 
-__all__ = ["IMAGE_TOKEN", "STAGE2_KINDS", "ToyDataConfig", "generate_toy_data", "load_llava_json"]
+__all__ = ["IMAGE_TOKEN", "STAGE2_KINDS", "ToyDataConfig", "generate_toy_data", "load_llava_json", "toy_data_files"]
 
 
 @dataclass
@@ -73,6 +73,13 @@ def _scene_rng(purpose: str, scene: Scene) -> random.Random:
     # One rng per (purpose, scene): a record does not depend on how many scenes
     # came before it, so growing n_train keeps the existing records unchanged.
     return random.Random(f"{purpose}/{scene.seed}")
+
+
+def toy_data_files(out_dir: Path) -> dict[str, Path]:
+    """Where `generate_toy_data` puts each of its outputs in `out_dir` (see the module docstring)."""
+    out_dir = Path(out_dir)
+    return {"images": out_dir / "images"} | {name: out_dir / f"{name}.json"
+                                             for name in ("stage1", "stage2", "eval", "lm", "contexts")}
 
 
 def generate_toy_data(out_dir: Path, cfg: ToyDataConfig, progress: bool = False) -> dict[str, Path]:
@@ -137,14 +144,7 @@ def generate_toy_data(out_dir: Path, cfg: ToyDataConfig, progress: bool = False)
     if bar:
         bar.close()
 
-    paths = {
-        "images": images_dir,
-        "stage1": out_dir / "stage1.json",
-        "stage2": out_dir / "stage2.json",
-        "eval": out_dir / "eval.json",
-        "lm": out_dir / "lm.json",
-        "contexts": out_dir / "contexts.json",
-    }
+    paths = toy_data_files(out_dir)
     outputs = {"stage1": stage1, "stage2": stage2, "eval": eval_items, "lm": lm_records, "contexts": contexts}
     for name, data in outputs.items():
         _write_json(paths[name], data)
