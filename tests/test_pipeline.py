@@ -52,6 +52,8 @@ def test_packaged_configs_match_the_default_preset(name):
     assert cfg["model"]["init_args"]["lr"] == stage.lr
     assert cfg["model"]["init_args"]["warmup_ratio"] == stage.warmup_ratio
     assert cfg["data"]["init_args"]["batch_size"] == stage.batch_size
+    if name.startswith("stage"):
+        assert cfg["model"]["init_args"]["overrides"] == {"projector": TOY_PRESETS["default"].projector}
 
 
 def test_config_names_resolve_to_packaged_files(tmp_path):

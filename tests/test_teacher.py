@@ -201,6 +201,27 @@ def test_short_answers_match_scene_truth(scenes):
     assert {("side", "yes"), ("side", "no"), ("above", "yes"), ("above", "no"), ("row", "nothing")} <= answers
 
 
+def test_short_answer_vqa_records(scenes):
+    """LLaVA-1.5-style VQA turns: distinct evaluated-kind questions with the suffix and the exact answer."""
+    t, rng = ToyTeacher(), random.Random(0)
+    kinds = Counter()
+    for scene in scenes[:200]:
+        turns = t.short_answers(symbolic_context(scene), rng, 8)
+        questions = [q.removesuffix("\n" + SHORT_ANSWER) for q, _ in turns]
+        assert all(q.endswith("\n" + SHORT_ANSWER) for q, _ in turns)
+        assert len(set(questions)) == len(questions) and 1 <= len(turns) <= 8
+        for plain, (_, answer) in zip(questions, turns):
+            kind, fact = truth(scene, plain)
+            assert kind in EVAL_KINDS and answer == fact
+            kinds[kind, answer if kind == "yesno" else ""] += 1
+    yes, no = kinds["yesno", "yes"], kinds["yesno", "no"]
+    assert 0.45 < yes / (yes + no) < 0.55, "as many absent objects as present ones are asked about"
+    assert 0.4 < (yes + no) / sum(kinds.values()) < 0.6, "about half are yes/no (VQAv2: 38%)"
+    assert len(t.short_answers(symbolic_context(scenes[0]), rng, 1)) == 1
+    with pytest.raises(ValueError, match="k must be"):
+        t.short_answers(symbolic_context(scenes[0]), rng, 0)
+
+
 def test_eval_questions(scenes):
     t, rng = ToyTeacher(), random.Random(0)
     yes = 0
@@ -409,12 +430,20 @@ def test_generate_is_deterministic(tiny_data, tmp_path):
 def test_generated_records_are_valid(tiny_data):
     stage1, stage2 = load_llava_json(tiny_data["stage1"]), load_llava_json(tiny_data["stage2"])
     lm = load_llava_json(tiny_data["lm"])
-    assert len(stage1) == len(stage2) == TINY.n_train and len(lm) == TINY.n_lm
+    assert len(stage1) == TINY.n_train and len(lm) == TINY.n_lm
     for r in stage1 + stage2:
         assert (tiny_data["images"] / r["image"]).is_file()
         assert r["conversations"][0]["value"].startswith(IMAGE_TOKEN + "\n")
     assert all(r["id"] == f"{r['image'][:-4]}-{r['kind']}" for r in stage2)
-    assert {r["kind"] for r in stage2} <= {"conv", "detail", "complex"}
+    # one instruction record and one short-answer VQA record per train image
+    instruct = [r for r in stage2 if r["kind"] != "vqa"]
+    vqa = [r for r in stage2 if r["kind"] == "vqa"]
+    assert len(instruct) == len(vqa) == TINY.n_train
+    assert {r["kind"] for r in instruct} <= {"conv", "detail", "complex"}
+    for r in vqa:
+        questions = [t["value"] for t in r["conversations"][::2]]
+        assert 1 <= len(questions) <= TINY.vqa_questions
+        assert all(q.endswith("\n" + SHORT_ANSWER) for q in questions)
     contexts = json.loads(tiny_data["contexts"].read_text())
     assert len(contexts) == TINY.n_train + TINY.n_eval
     for r in lm:

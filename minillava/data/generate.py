@@ -3,8 +3,10 @@
 Files (all deterministic for a given config):
 - images/<scene id>.png   train and eval images
 - stage1.json             feature-alignment pre-training: one caption pair per train image
-- stage2.json             visual instruction tuning: conversation / detail / complex, mixed
-                          in the paper's 58K : 23K : 77K proportions
+- stage2.json             visual instruction tuning: one record per train image, conversation /
+                          detail / complex mixed in the paper's 58K : 23K : 77K proportions, and
+                          (unless vqa_questions is 0) one short-answer VQA record per train image,
+                          as LLaVA-1.5 added academic VQA data to its stage-2 mix
 - eval.json               short-answer questions about eval images, with exact answers
 - lm.json                 text-only corpus for pre-training the toy language model: the
                           teacher's data with the scene's captions in place of the image
@@ -37,12 +39,16 @@ class ToyDataConfig:
     seed: int = 0
     mix: tuple[float, float, float] = (58, 23, 77)  # conv : detail : complex, as the paper's 58K/23K/77K
     world: WorldConfig = field(default_factory=WorldConfig)
+    # Questions per short-answer VQA record (LLaVA-1.5's VQAv2-style data; one record per train image, besides
+    # its instruction record). 0: the paper's v1 stage 2, instruction data only. At this scale, the instruction
+    # data alone leaves yes/no questions at chance and relations near it (measured; see README)
+    vqa_questions: int = 8
     # Share of lm.json that is caption pairs; the rest follows `mix`. Captions are
     # there so the language model has seen stage-1 text before stage 1.
     lm_caption_share: float = 0.25
 
     def __post_init__(self) -> None:
-        for name in ("n_train", "n_eval", "n_lm"):
+        for name in ("n_train", "n_eval", "n_lm", "vqa_questions"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if len(self.mix) != 3 or min(self.mix) < 0 or sum(self.mix) <= 0:
@@ -111,6 +117,9 @@ def generate_toy_data(out_dir: Path, cfg: ToyDataConfig, progress: bool = False)
         kind = rng.choices(STAGE2_KINDS, weights=cfg.mix)[0]
         turns = _turns(teacher, kind, context, rng)
         stage2.append(_record(f"{scene.id}-{kind}", kind, turns, image_prefix, image))
+        if cfg.vqa_questions:
+            turns = teacher.short_answers(context, _scene_rng("vqa", scene), cfg.vqa_questions)
+            stage2.append(_record(f"{scene.id}-vqa", "vqa", turns, image_prefix, image))
         if bar:
             bar.update()
 

@@ -382,6 +382,21 @@ class ToyTeacher:
             out.append(self._relation(*rng.choice(pairs), 0))
         return out
 
+    def short_answers(self, context: str, rng: random.Random, k: int) -> Turns:
+        """LLaVA-1.5's academic-task VQA data in miniature: up to `k` distinct questions about the image, of the
+        kinds a short-answer benchmark asks here (EVAL_KINDS), in random order and phrasing, each with the
+        SHORT_ANSWER suffix and the exact short answer.
+
+        LLaVA-1.5 merged all of an image's VQAv2 / GQA questions into one conversation and prompted them with
+        this suffix, because the v1 model answered short-answer benchmarks in sentences. About half of the
+        questions here are yes/no (one per object and as many about absent ones; VQAv2 has 38%).
+        """
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        pool = [q for q in self.questions(context, rng) if q.kind in EVAL_KINDS]
+        rng.shuffle(pool)
+        return [(f"{q.question}\n{SHORT_ANSWER}", q.answer) for q in pool[:k]]
+
     # -- the paper's three response types, plus stage-1 captions -------------
 
     def conversation(self, context: str, rng: random.Random) -> Turns:

@@ -9,7 +9,7 @@ A file is a JSON array of records (``.json``, the original format) or one record
 Rules, as the original data follows them: turns alternate human / gpt, starting with human, none empty;
 ``<image>`` appears exactly once, in the first human turn, before the question ("<image>\\n...") or after it
 ("...\\n<image>"; the paper put it on either side at random); a record without "image" is text-only and has no
-``<image>``. Optional string fields: "kind" (ours: conv / detail / complex / caption) and "model" (in
+``<image>``. Optional string fields: "kind" (ours: conv / detail / complex / vqa / caption) and "model" (in
 LLaVA-1.5's mix665k). An integer id, as some original files have, is read as its decimal string.
 
 Every problem raises ``LlavaDataError`` naming the file and the record (index and id, or line); with
