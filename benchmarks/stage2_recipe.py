@@ -9,18 +9,26 @@ seconds of each stage and the held-out accuracy. It runs on one thread by defaul
     python benchmarks/stage2_recipe.py runs/toy --steps 800 --batch 32     # the earlier default
     python benchmarks/stage2_recipe.py runs/toy --steps 3200 --batch 8     # the default now: same records
     python benchmarks/stage2_recipe.py runs/toy --steps 3200 --batch 8 --projector mlp2x_gelu
+    python benchmarks/stage2_recipe.py runs/toy --steps 3600 --batch 8 --projector mlp2x_gelu --vqa 8
+
+`--vqa K` adds one LLaVA-1.5-style short-answer VQA record of K questions per training image to stage 2 (written
+by the rule-based teacher from RUN's contexts.json into the scratch folder; any VQA records RUN has are replaced).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import random
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
+from minillava.data.generate import load_llava_json, toy_data_files, vqa_record
+from minillava.data.teacher import ToyTeacher
+from minillava.data.validate import write_json
 from minillava.toy import StageConfig, ToyConfig, ToyRun, quiet_lightning
 
 
@@ -31,15 +39,35 @@ def recipe_config(run: Path, steps: int, batch: int, lr: float, projector: str |
     if projector:
         overrides["projector"] = projector
     return ToyConfig(vocab_size=saved["vocab_size"], max_len=saved["max_len"], template=saved["template"],
-                     seed=saved["seed"], model_overrides=overrides, stage1=StageConfig(**saved["stage1"]),
+                     seed=saved["seed"], model_overrides=overrides, projector=saved.get("projector", "linear"),
+                     stage1=StageConfig(**saved["stage1"]),
                      stage2=StageConfig(steps, batch, lr, saved["stage2"]["warmup_ratio"]))
 
 
-def scratch_run(run: Path, out: Path, cfg: ToyConfig) -> ToyRun:
+def with_vqa(run_data: Path, out_data: Path, k: int) -> None:
+    """`out_data`: RUN's data folder through symlinks, except stage2.json: RUN's instruction records, then one
+    VQA record of up to `k` questions per training image (from contexts.json)."""
+    out_data.mkdir(parents=True)
+    for entry in run_data.iterdir():
+        if entry.name != "stage2.json":
+            (out_data / entry.name).symlink_to(entry.resolve(), target_is_directory=entry.is_dir())
+    records = [r for r in load_llava_json(run_data / "stage2.json") if r.get("kind") != "vqa"]
+    contexts = json.loads((run_data / "contexts.json").read_text())
+    teacher, images = ToyTeacher(), {r["image"] for r in records}
+    for scene, context in contexts.items():
+        if f"{scene}.png" in images:  # training scenes only: the held-out ones have no instruction record
+            records.append(vqa_record(teacher, scene, f"{scene}.png", context, k, random.Random(f"vqa/{scene}")))
+    write_json(toy_data_files(out_data)["stage2"], records)
+
+
+def scratch_run(run: Path, out: Path, cfg: ToyConfig, vqa: int = 0) -> ToyRun:
     """A ToyRun in `out` that reads RUN's data, tokenizer and stage-0 weights through symlinks."""
     (out / "weights").mkdir(parents=True, exist_ok=True)
-    for name in ("data", "tokenizer"):
-        (out / name).symlink_to((run / name).resolve(), target_is_directory=True)
+    (out / "tokenizer").symlink_to((run / "tokenizer").resolve(), target_is_directory=True)
+    if vqa:
+        with_vqa(run / "data", out / "data", vqa)
+    else:
+        (out / "data").symlink_to((run / "data").resolve(), target_is_directory=True)
     for name in ("vision", "llm"):
         weights = run / "weights" / f"{name}.safetensors"
         if not weights.is_file():
@@ -59,21 +87,25 @@ def main() -> None:
     ap.add_argument("--projector", choices=("linear", "mlp2x_gelu"), default=None,
                     help="the projector kind (default: the run's)")
     ap.add_argument("--no-stage1", action="store_true", help="skip stage 1: stage 2 starts from an untrained W")
+    ap.add_argument("--vqa", type=int, default=0, metavar="K",
+                    help="add a short-answer VQA record of K questions per training image to stage 2")
     ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args()
     for name in ("steps", "batch", "threads"):
         if getattr(a, name) < 1:
             ap.error(f"--{name} must be at least 1, got {getattr(a, name)}")
+    if a.vqa < 0:
+        ap.error(f"--vqa must be 0 (none) or a number of questions, got {a.vqa}")
     torch.set_num_threads(a.threads)
     quiet_lightning()
     cfg = recipe_config(a.run, a.steps, a.batch, a.lr, a.projector)
     with tempfile.TemporaryDirectory() as tmp:
-        toy = scratch_run(a.run, Path(tmp) / "run", cfg)
+        toy = scratch_run(a.run, Path(tmp) / "run", cfg, a.vqa)
         t0 = time.perf_counter()
         result = toy.train_and_evaluate(with_stage1=not a.no_stage1)
         print(json.dumps({
             "steps": a.steps, "batch": a.batch, "lr": a.lr, "projector": toy.model_cfg.projector,
-            "stage1": not a.no_stage1, "threads": a.threads, "seconds": round(time.perf_counter() - t0),
+            "stage1": not a.no_stage1, "vqa": a.vqa, "threads": a.threads, "seconds": round(time.perf_counter() - t0),
             "stage_seconds": {k: round(v) for k, v in toy.seconds.items()},
             "accuracy": {k: round(v, 3) for k, v in result["accuracy"].items()},
         }), flush=True)

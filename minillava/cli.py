@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 
@@ -69,16 +70,26 @@ def toy_main(argv: list[str]) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--workers", type=int, default=2,
                         help="processes for stages that can run side by side (1: one after another)")
+    parser.add_argument("--projector", choices=("linear", "mlp2x_gelu"), default=None,
+                        help="linear: the paper's W (default); mlp2x_gelu: LLaVA-1.5's")
+    parser.add_argument("--vqa", type=int, default=0, metavar="K",
+                        help="also train stage 2 on one short-answer VQA record of K questions per image, as "
+                             "LLaVA-1.5 mixed VQAv2 into its instruction data (default 0: the paper's data only)")
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error(f"--workers must be at least 1, got {args.workers}")
+    if args.vqa < 0:
+        parser.error(f"--vqa must be 0 (none) or a number of questions, got {args.vqa}")
 
-    from .toy import format_report, run_toy
+    from .toy import TOY_PRESETS, format_report, run_toy
 
     preset = "quick" if args.quick else "default"
     out = Path(args.out or ("runs/toy-quick" if args.quick else "runs/toy"))
+    options = {"data": replace(TOY_PRESETS[preset].data, vqa_questions=args.vqa)}
+    if args.projector:
+        options["projector"] = args.projector
     report = run_toy(preset, out=out, progress=not args.quiet, seed=args.seed, ablate_stage1=not args.no_ablation,
-                     workers=args.workers)
+                     workers=args.workers, **options)
     print(format_report(report))
     print(f"run folder: {out.resolve()} (report.md, report.json, loss_curves.png)")
     print(json.dumps({"seconds": round(report["seconds"], 1), "accuracy": report["accuracy"]["overall"],

@@ -1,9 +1,12 @@
 """The benchmark scripts run end to end on a tiny finished run and leave that run untouched."""
 
+import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
+
+from minillava.data.generate import load_llava_json
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -11,15 +14,32 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 def test_stage2_recipe_trains_in_a_scratch_folder_and_reports(tiny_run):
     out, _ = tiny_run
     before = {p.name: p.read_bytes() for p in (out / "weights").iterdir()}
+    data_before = (out / "data" / "stage2.json").read_bytes()
     cmd = [sys.executable, str(BENCHMARKS / "stage2_recipe.py"), str(out), "--steps", "2", "--batch", "4",
-           "--projector", "mlp2x_gelu"]
+           "--projector", "mlp2x_gelu", "--vqa", "3"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert (line["steps"], line["batch"], line["projector"], line["stage1"]) == (2, 4, "mlp2x_gelu", True)
+    assert (line["steps"], line["batch"], line["projector"], line["stage1"], line["vqa"]) == (2, 4, "mlp2x_gelu", True, 3)
     assert set(line["accuracy"]) == {"count", "colour", "yesno", "relation", "overall"}
     assert {"stage1", "stage2"} <= set(line["stage_seconds"])
     assert {p.name: p.read_bytes() for p in (out / "weights").iterdir()} == before  # RUN is only read
+    assert (out / "data" / "stage2.json").read_bytes() == data_before
+
+
+def test_stage2_recipe_adds_one_vqa_record_per_training_image(tiny_run, tmp_path):
+    spec = importlib.util.spec_from_file_location("stage2_recipe", BENCHMARKS / "stage2_recipe.py")
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
+    out, _ = tiny_run
+    recipe.with_vqa(out / "data", tmp_path / "data", 3)
+    before = load_llava_json(out / "data" / "stage2.json")
+    after = load_llava_json(tmp_path / "data" / "stage2.json")
+    vqa = [r for r in after if r["kind"] == "vqa"]
+    assert after[: len(before)] == before and len(vqa) == len(before)  # one per training image
+    assert {r["image"] for r in vqa} == {r["image"] for r in before}
+    assert all(1 <= len(r["conversations"]) // 2 <= 3 for r in vqa)
+    assert (tmp_path / "data" / "images").resolve() == (out / "data" / "images").resolve()
 
 
 def test_stage2_recipe_names_a_folder_that_is_not_a_run(tmp_path):

@@ -137,3 +137,27 @@ def test_workers_must_be_positive(tiny_config, tmp_path):
 
     with pytest.raises(ValueError, match="workers must be at least 1, got 0"):
         ToyRun(replace(tiny_config, workers=0), tmp_path)
+
+
+def test_cli_toy_options_reach_the_run_config(monkeypatch):
+    """`minillava toy --vqa K --projector P` turns on LLaVA-1.5's short-answer data and projector."""
+    import minillava.toy as toy
+    from minillava.cli import toy_main
+
+    seen = {}
+
+    def fake_run_toy(preset, out, progress, **options):
+        seen.update(options, preset=preset)
+        raise KeyboardInterrupt  # stop before any work
+
+    monkeypatch.setattr(toy, "run_toy", fake_run_toy)
+    with pytest.raises(KeyboardInterrupt):
+        toy_main(["--vqa", "8", "--projector", "mlp2x_gelu", "--quiet"])
+    assert seen["data"].vqa_questions == 8 and seen["projector"] == "mlp2x_gelu" and seen["preset"] == "default"
+    assert seen["data"].n_train == toy.TOY_PRESETS["default"].data.n_train
+    seen.clear()
+    with pytest.raises(KeyboardInterrupt):
+        toy_main(["--quick"])
+    assert seen["preset"] == "quick" and seen["data"].vqa_questions == 0 and "projector" not in seen
+    with pytest.raises(SystemExit):
+        toy_main(["--vqa", "-1"])

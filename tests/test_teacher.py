@@ -408,7 +408,7 @@ def test_vocabulary_is_small(scenes):
 
 # -- generate.py ------------------------------------------------------------------
 
-TINY = ToyDataConfig(n_train=24, n_eval=10, n_lm=40, seed=5)
+TINY = ToyDataConfig(n_train=24, n_eval=10, n_lm=40, seed=5, vqa_questions=4)
 
 
 @pytest.fixture(scope="module")
