@@ -1,6 +1,7 @@
 """The `minillava` command.
 
     minillava toy [--quick] [--out DIR]          the whole paper in miniature on a CPU (the main job)
+                                                  (--vqa K --projector mlp2x_gelu: LLaVA-1.5's data and W)
     minillava gen-data --toy N --out DIR          the paper's data pipeline: contexts -> teacher -> LLaVA JSON
                                                   (or --coco FOLDER with a chat teacher; see --help)
     minillava fit -c toy/stage2 [--overrides]     any stage through LightningCLI; -c takes a packaged config
