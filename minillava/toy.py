@@ -310,7 +310,9 @@ def _job(cfg: ToyConfig, out: Path, progress: bool, threads: int, files: dict[st
 def run_model_overrides(out: str | Path) -> dict:
     """The changes to the "toy" model preset that a finished run folder's models were built with."""
     cfg = json.loads((Path(out) / "report.json").read_text())["config"]
-    return {"llm.vocab_size": cfg["vocab_size"], "llm.max_seq_len": cfg["max_len"], **cfg.get("model_overrides", {})}
+    # as ToyConfig.model_config_overrides; runs from before the projector field had the paper's linear W
+    return {"llm.vocab_size": cfg["vocab_size"], "llm.max_seq_len": cfg["max_len"],
+            "projector": cfg.get("projector", "linear"), **cfg.get("model_overrides", {})}
 
 
 def load_stage2_model(out: str | Path, name: str = "stage2"):

@@ -161,3 +161,18 @@ def test_cli_toy_options_reach_the_run_config(monkeypatch):
     assert seen["preset"] == "quick" and seen["data"].vqa_questions == 0 and "projector" not in seen
     with pytest.raises(SystemExit):
         toy_main(["--vqa", "-1"])
+
+
+def test_run_model_overrides_rebuild_the_run_model(tiny_run, tiny_config, tmp_path):
+    """A finished run's models are rebuilt with its own projector, also when it is not the default."""
+    from minillava.toy import run_model_overrides
+
+    out, _ = tiny_run
+    assert run_model_overrides(out) == tiny_config.model_config_overrides()
+    report = json.loads((out / "report.json").read_text())
+    report["config"]["projector"] = "mlp2x_gelu"
+    (tmp_path / "report.json").write_text(json.dumps(report))
+    assert run_model_overrides(tmp_path)["projector"] == "mlp2x_gelu"
+    del report["config"]["projector"]  # a run folder from before the field
+    (tmp_path / "report.json").write_text(json.dumps(report))
+    assert run_model_overrides(tmp_path)["projector"] == "linear"
