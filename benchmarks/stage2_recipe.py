@@ -39,10 +39,10 @@ def recipe_config(run: Path, steps: int, batch: int, lr: float, projector: str |
     saved = json.loads((run / "report.json").read_text())["config"]
     overrides = dict(saved.get("model_overrides", {}))
     if projector:
-        overrides["projector"] = projector
+        overrides.pop("projector", None)  # the asked-for projector wins over one the run set as an override
     return ToyConfig(vocab_size=saved["vocab_size"], max_len=saved["max_len"], template=saved["template"],
                      seed=saved["seed"] if seed is None else seed, model_overrides=overrides,
-                     projector=saved.get("projector", "linear"), stage1=StageConfig(**saved["stage1"]),
+                     projector=projector or saved.get("projector", "linear"), stage1=StageConfig(**saved["stage1"]),
                      stage2=StageConfig(steps, batch, lr, saved["stage2"]["warmup_ratio"]))
 
 

@@ -67,8 +67,14 @@ class ToyConfig:
 
     def model_config_overrides(self) -> dict:
         """Everything that turns the "toy" model preset into this run's model."""
-        return {"llm.vocab_size": self.vocab_size, "llm.max_seq_len": self.max_len, "projector": self.projector,
-                **self.model_overrides}
+        return _model_overrides(asdict(self))
+
+
+def _model_overrides(cfg: dict) -> dict:
+    """The "toy" preset's changes from a ToyConfig as a dict (a live one, or one saved in report.json); run
+    folders from before the projector field had the paper's linear W."""
+    return {"llm.vocab_size": cfg["vocab_size"], "llm.max_seq_len": cfg["max_len"],
+            "projector": cfg.get("projector", "linear"), **cfg.get("model_overrides", {})}
 
 
 TOY_PRESETS: dict[str, ToyConfig] = {
@@ -309,10 +315,7 @@ def _job(cfg: ToyConfig, out: Path, progress: bool, threads: int, files: dict[st
 
 def run_model_overrides(out: str | Path) -> dict:
     """The changes to the "toy" model preset that a finished run folder's models were built with."""
-    cfg = json.loads((Path(out) / "report.json").read_text())["config"]
-    # as ToyConfig.model_config_overrides; runs from before the projector field had the paper's linear W
-    return {"llm.vocab_size": cfg["vocab_size"], "llm.max_seq_len": cfg["max_len"],
-            "projector": cfg.get("projector", "linear"), **cfg.get("model_overrides", {})}
+    return _model_overrides(json.loads((Path(out) / "report.json").read_text())["config"])
 
 
 def load_stage2_model(out: str | Path, name: str = "stage2"):
