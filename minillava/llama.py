@@ -119,18 +119,47 @@ class Packing:
     Norms, projections and MLPs see only the n real tokens, (n, d); attention, which needs whole rows, unpacks them
     into the padded (b, t) layout (zeros at padding, which causality or the mask keeps away from real rows). A
     length-grouped LLaVA batch is still ~10% padding; this is the work it saves.
+
+    With `shared_prefix` = P > 0 every row begins with the same P tokens at the same positions (the template's
+    system message), so their states are the same in every row: rows 1.. keep none of them, and unpacking copies
+    row 0's into every row. Autograd sums the copies' gradients back into row 0's, so the loss and gradients are
+    those of the full batch, for (b - 1) P fewer token-wise rows (the v0 system message is ~30 of ~120 tokens).
     """
 
-    def __init__(self, attention_mask: torch.Tensor) -> None:
+    def __init__(self, attention_mask: torch.Tensor, shared_prefix: int = 0) -> None:
         self.b, self.t = attention_mask.shape
-        self.index = attention_mask.flatten().nonzero().squeeze(1)  # (n,) flat positions of real tokens
+        keep = attention_mask.bool().clone()  # (b, t) positions that hold a packed row
+        keep[1:, :shared_prefix] = False
+        self.index = keep.flatten().nonzero().squeeze(1)  # (n,) flat positions of the packed rows
+        n = self.index.numel()
+        # where each (b, t) position reads its row from: its own packed row, row 0's for the shared prefix, or
+        # row n (an extra zero row) for padding
+        slot = torch.full((self.b * self.t,), n, dtype=torch.long, device=attention_mask.device)
+        slot[self.index] = torch.arange(n, device=attention_mask.device)
+        slot = slot.view(self.b, self.t)
+        slot[1:, :shared_prefix] = slot[:1, :shared_prefix]
+        self.slot = slot.flatten()
 
     def pack(self, x: torch.Tensor) -> torch.Tensor:  # (b, t, ...) -> (n, ...)
         return x.flatten(0, 1)[self.index]
 
     def unpack(self, x: torch.Tensor) -> torch.Tensor:  # (n, ...) -> (b, t, ...), zeros at padding
-        full = x.new_zeros(self.b * self.t, *x.shape[1:])
-        return full.index_copy(0, self.index, x).unflatten(0, (self.b, self.t))
+        padded = torch.cat([x, x.new_zeros(1, *x.shape[1:])])  # (n + 1, ...)
+        return padded[self.slot].unflatten(0, (self.b, self.t))
+
+
+def shared_prefix_length(input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+                         stop_id: int | None = None) -> int:
+    """How many leading positions hold the same real token in every row of (b, t) `input_ids`, up to the first
+    `stop_id` (an image placeholder: the same id, but each row's own picture behind it)."""
+    if input_ids.shape[0] < 2:
+        return 0
+    same = (input_ids == input_ids[:1]).all(0)  # (t,)
+    if attention_mask is not None:
+        same &= attention_mask.bool().all(0)
+    if stop_id is not None:
+        same &= input_ids[0] != stop_id
+    return int(same.long().cumprod(0).sum())
 
 
 class Attention(nn.Module):
@@ -251,9 +280,15 @@ class Llama(nn.Module):
         # Alg 2, line 9: untied unembedding
         return self.lm_head(self.hidden_states(input_ids, inputs_embeds, attention_mask, position_ids, cache))
 
-    def hidden_states(self, input_ids=None, inputs_embeds=None, attention_mask=None, position_ids=None, cache=None):
+    def hidden_states(self, input_ids=None, inputs_embeds=None, attention_mask=None, position_ids=None, cache=None,
+                      shared_prefix: int | None = None):
+        """Final hidden states (b, t, d). `shared_prefix`: how many leading positions every row shares (see
+        Packing); found from `input_ids` if not given, 0 (none) for `inputs_embeds` alone."""
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids and inputs_embeds")
+        if shared_prefix is None:
+            shared = input_ids is not None and cache is None  # with a cache, only new positions are computed
+            shared_prefix = shared_prefix_length(input_ids, attention_mask) if shared else 0
         x = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds  # (b, t, d); Alg 5, line 1
         b, t, _ = x.shape
         past = 0 if cache is None else cache.length
@@ -268,10 +303,15 @@ class Llama(nn.Module):
             mask = attention_mask_4d(attention_mask, t)
         elif past and t > 1:  # prefill on top of a cache: causal offset that is_causal cannot express
             mask = attention_mask_4d(torch.ones(b, past + t, dtype=torch.bool, device=x.device), t)
-        # a full forward of a padded batch (training, evaluation) runs its token-wise layers on real tokens only
+        # a full forward of a padded batch (training, evaluation) runs its token-wise layers on real tokens only,
+        # and on one copy of the prefix that all rows share
         packing = None
-        if cache is None and attention_mask is not None and not bool(attention_mask.all()):
-            packing = Packing(attention_mask)
+        if cache is None and (shared_prefix > 0 or (attention_mask is not None and not bool(attention_mask.all()))):
+            if shared_prefix and attention_mask is not None and not bool(attention_mask[:, :shared_prefix].all()):
+                raise ValueError(f"shared_prefix={shared_prefix}, but some row has padding in its first "
+                                 f"{shared_prefix} positions")
+            packing = Packing(attention_mask if attention_mask is not None else x.new_ones(b, t, dtype=torch.bool),
+                              shared_prefix)
             x = packing.pack(x)  # (n, d)
         for i, block in enumerate(self.layers):
             x = block(x, cos, sin, mask, cache, i, packing)  # Alg 2, line 7

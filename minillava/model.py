@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 import torch
 from torch import nn
 
-from .llama import KVCache, Llama, LlamaConfig, causal_lm_loss, supervised_lm_loss
+from .llama import KVCache, Llama, LlamaConfig, causal_lm_loss, shared_prefix_length, supervised_lm_loss
 from .projector import build_projector
 from .vision import VisionConfig, VisionTower
 
@@ -86,7 +86,11 @@ class Llava(nn.Module):
         if labels is None and not return_logits:
             raise ValueError("return_logits=False needs labels: there would be nothing to return")
         x = self.embed(input_ids, pixel_values)
-        hidden = self.llm.hidden_states(inputs_embeds=x, attention_mask=attention_mask, cache=cache)  # (b, t, d)
+        # rows that begin with the same text (the system message) compute it once: up to the first image slot,
+        # behind which each row has its own picture
+        shared = 0 if cache is not None else shared_prefix_length(input_ids, attention_mask, self.cfg.image_token_id)
+        hidden = self.llm.hidden_states(inputs_embeds=x, attention_mask=attention_mask, cache=cache,
+                                        shared_prefix=shared)  # (b, t, d)
         out = {}
         if return_logits:
             out["logits"] = self.llm.lm_head(hidden)  # Alg 2, line 9
