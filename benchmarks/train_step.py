@@ -4,6 +4,8 @@ One step = forward + loss + backward with a stage's trainable set (stage 2: proj
 only; the vision tower always frozen), as `LlavaModule.training_step` runs it, on a real batch of the toy pipeline's
 data for that stage (generated offline in a few seconds). Both models get the same weights (exported with `export_hf_llava`) and must give the same loss and
 gradients; they are timed in the same process, alternating, after warm-up, and the median of the repeats is reported.
+Also timed: ours with every row computing the system message itself (`Llava.share_prefix = False`), and the AdamW
+step after the backward pass, fused (as training runs it) and per tensor.
 
     python benchmarks/train_step.py                      # stage 2, batch 8, as the toy recipe
     python benchmarks/train_step.py --stage 1 --batch 64  # stage 1, as the toy recipe
@@ -23,6 +25,7 @@ import torch
 import transformers
 
 from minillava import Llava, export_hf_llava
+from minillava.llama import shared_prefix_length
 from minillava.conversation import TEMPLATES
 from minillava.data.dataset import LengthGroupedBatchSampler, LlavaDataset, record_turns
 from minillava.data.generate import ToyDataConfig, generate_toy_data
@@ -87,6 +90,11 @@ def main() -> None:
         ours.zero_grad(set_to_none=True)
         ours(**batch, return_logits=False)["loss"].backward()  # what LlavaModule.training_step runs
 
+    def ours_unshared_step() -> None:  # every row computes the system message that all rows begin with
+        ours.share_prefix = False
+        ours_step()
+        ours.share_prefix = True
+
     def theirs_step() -> None:
         theirs.zero_grad(set_to_none=True)
         theirs(**batch).loss.backward()
@@ -102,10 +110,21 @@ def main() -> None:
     for _ in range(args.warmup):
         ours_step()
         theirs_step()
-    times: dict[str, list[tuple[float, float]]] = {"ours": [], "transformers": []}
-    for _ in range(args.repeats):  # alternate, so both see the same machine load
-        times["ours"].append(step_seconds(ours_step))
-        times["transformers"].append(step_seconds(theirs_step))
+    steps = {"ours": ours_step, "ours, unshared": ours_unshared_step, "transformers": theirs_step}
+    times: dict[str, list[tuple[float, float]]] = {k: [] for k in steps}
+    for _ in range(args.repeats):  # alternate, so all see the same machine load
+        for name, step in steps.items():
+            times[name].append(step_seconds(step))
+    # the optimiser step that follows each backward pass (LlavaModule: AdamW, fused where it can be)
+    params = [p for p in ours.parameters() if p.requires_grad]
+    adam = {"fused": torch.optim.AdamW(params, lr=1e-6, fused=True),
+            "per-tensor": torch.optim.AdamW(params, lr=1e-6, foreach=False)}
+    for opt in adam.values():
+        opt.step()
+    adam_times: dict[str, list[tuple[float, float]]] = {k: [] for k in adam}
+    for _ in range(args.repeats):
+        for name, opt in adam.items():
+            adam_times[name].append(step_seconds(opt.step))
     b, t = batch["input_ids"].shape
     real, trained = int(batch["attention_mask"].sum()), int((batch["labels"] != -100).sum())
     print(f"toy LLaVA (mlp2x_gelu), stage-{args.stage} batch {b} x {t} tokens ({real} real, {trained} supervised), "
@@ -115,8 +134,14 @@ def main() -> None:
     for k, (wall, cpu) in med.items():
         print(f"{k:>13}: {1000 * wall:7.1f} ms wall, {1000 * cpu:7.1f} ms CPU per training step "
               f"(medians of {args.repeats})")
-    ratio = [med["ours"][i] / med["transformers"][i] for i in (0, 1)]
-    print(f"ratio ours / transformers: {ratio[0]:.2f} (wall), {ratio[1]:.2f} (CPU)")
+    for other in ("transformers", "ours, unshared"):
+        ratio = [med["ours"][i] / med[other][i] for i in (0, 1)]
+        print(f"ratio ours / {other}: {ratio[0]:.2f} (wall), {ratio[1]:.2f} (CPU)")
+    shared = shared_prefix_length(batch["input_ids"], batch["attention_mask"], image_id)
+    print(f"shared prefix: {shared} tokens of each row, {(b - 1) * shared} of {real} real tokens computed once")
+    adam_med = {k: statistics.median(x[1] for x in v) for k, v in adam_times.items()}
+    print("AdamW step: " + ", ".join(f"{k} {1000 * v:.1f} ms CPU" for k, v in adam_med.items())
+          + f" (ratio {adam_med['fused'] / adam_med['per-tensor']:.2f})")
 
 
 if __name__ == "__main__":

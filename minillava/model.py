@@ -38,6 +38,7 @@ class Llava(nn.Module):
         self.vision = VisionTower(cfg.vision)
         self.projector = build_projector(cfg.projector, cfg.vision.width, cfg.llm.d_model)
         self.llm = Llama(cfg.llm)
+        self.share_prefix = True  # compute a system message that every row of a batch begins with once (Packing)
 
     def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Algorithm 1: pixels (m, c, H, W) -> visual tokens H_v (m, n, d) in the LLM's embedding space."""
@@ -88,7 +89,8 @@ class Llava(nn.Module):
         x = self.embed(input_ids, pixel_values)
         # rows that begin with the same text (the system message) compute it once: up to the first image slot,
         # behind which each row has its own picture
-        shared = 0 if cache is not None else shared_prefix_length(input_ids, attention_mask, self.cfg.image_token_id)
+        shared = (shared_prefix_length(input_ids, attention_mask, self.cfg.image_token_id)
+                  if self.share_prefix and cache is None else 0)
         hidden = self.llm.hidden_states(inputs_embeds=x, attention_mask=attention_mask, cache=cache,
                                         shared_prefix=shared)  # (b, t, d)
         out = {}

@@ -152,7 +152,7 @@ def test_shared_prefix_length_stops_at_the_first_difference_padding_or_image_slo
     assert shared_prefix_length(ids[:1], None) == 0  # one row: nothing to share
 
 
-def test_a_shared_system_prefix_is_computed_once_with_the_same_loss_and_gradients(monkeypatch):
+def test_a_shared_system_prefix_is_computed_once_with_the_same_loss_and_gradients():
     model = tiny_llava()
     torch.manual_seed(1)
     ids = torch.randint(5, 64, (3, 40))
@@ -166,8 +166,7 @@ def test_a_shared_system_prefix_is_computed_once_with_the_same_loss_and_gradient
     assert shared_prefix_length(ids, mask, model.cfg.image_token_id) == 7  # < 8: row 0 may differ at 7 by chance
     runs = []
     for share in (True, False):
-        if not share:  # the same batch with every row computing its own prefix
-            monkeypatch.setattr("minillava.model.shared_prefix_length", lambda *args, **kwargs: 0)
+        model.share_prefix = share  # False: the same batch with every row computing its own prefix
         model.zero_grad()
         out = model(ids, pixels, attention_mask=mask, labels=labels)
         out["loss"].backward()
