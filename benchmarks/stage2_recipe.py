@@ -12,6 +12,8 @@ seconds of each stage and the held-out accuracy. It runs on one thread by defaul
     python benchmarks/stage2_recipe.py runs/toy --steps 3600 --batch 8 --projector mlp2x_gelu --vqa 8
 
 `--seed N` changes the training seed of stage 1 + 2 (initialisation and batch order; the data stay RUN's).
+`--template v0_no_system` trains stage 1 + 2 and evaluates without the v0 system message (the lead on yes/no in
+README's "Across training seeds": `--vqa 8 --steps 4000 --template v0_no_system --seed 2` gave 0.738).
 `--vqa K` adds one LLaVA-1.5-style short-answer VQA record of K questions per training image to stage 2 (written
 by the rule-based teacher from RUN's contexts.json into the scratch folder; any VQA records RUN has are replaced).
 """
@@ -27,6 +29,7 @@ from pathlib import Path
 
 import torch
 
+from minillava.conversation import TEMPLATES
 from minillava.data.generate import load_llava_json, toy_data_files, vqa_record
 from minillava.data.teacher import ToyTeacher
 from minillava.data.validate import write_json
@@ -34,13 +37,14 @@ from minillava.toy import StageConfig, ToyConfig, ToyRun, quiet_lightning
 
 
 def recipe_config(run: Path, steps: int, batch: int, lr: float, projector: str | None,
-                  seed: int | None = None) -> ToyConfig:
-    """The run's own configuration, with stage 2 (and optionally the projector and training seed) replaced."""
+                  seed: int | None = None, template: str | None = None) -> ToyConfig:
+    """The run's own configuration, with stage 2 (and optionally the projector, training seed and the chat
+    template of stage 1, 2 and evaluation) replaced."""
     saved = json.loads((run / "report.json").read_text())["config"]
     overrides = dict(saved.get("model_overrides", {}))
     if projector:
         overrides.pop("projector", None)  # the asked-for projector wins over one the run set as an override
-    return ToyConfig(vocab_size=saved["vocab_size"], max_len=saved["max_len"], template=saved["template"],
+    return ToyConfig(vocab_size=saved["vocab_size"], max_len=saved["max_len"], template=template or saved["template"],
                      seed=saved["seed"] if seed is None else seed, model_overrides=overrides,
                      projector=projector or saved.get("projector", "linear"), stage1=StageConfig(**saved["stage1"]),
                      stage2=StageConfig(steps, batch, lr, saved["stage2"]["warmup_ratio"]))
@@ -92,6 +96,9 @@ def main() -> None:
     ap.add_argument("--vqa", type=int, default=0, metavar="K",
                     help="add a short-answer VQA record of K questions per training image to stage 2")
     ap.add_argument("--seed", type=int, default=None, help="training seed of stage 1 + 2 (default: the run's)")
+    ap.add_argument("--template", choices=sorted(TEMPLATES), default=None,
+                    help="chat template of stage 1, 2 and evaluation (default: the run's; the tokenizer and "
+                         "stage-0 LLaMA stay the run's)")
     ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args()
     for name in ("steps", "batch", "threads"):
@@ -101,14 +108,14 @@ def main() -> None:
         ap.error(f"--vqa must be 0 (none) or a number of questions, got {a.vqa}")
     torch.set_num_threads(a.threads)
     quiet_lightning()
-    cfg = recipe_config(a.run, a.steps, a.batch, a.lr, a.projector, a.seed)
+    cfg = recipe_config(a.run, a.steps, a.batch, a.lr, a.projector, a.seed, a.template)
     with tempfile.TemporaryDirectory() as tmp:
         toy = scratch_run(a.run, Path(tmp) / "run", cfg, a.vqa)
         t0 = time.perf_counter()
         result = toy.train_and_evaluate(with_stage1=not a.no_stage1)
         print(json.dumps({
             "steps": a.steps, "batch": a.batch, "lr": a.lr, "projector": toy.model_cfg.projector,
-            "stage1": not a.no_stage1, "vqa": a.vqa, "seed": cfg.seed, "threads": a.threads,
+            "stage1": not a.no_stage1, "vqa": a.vqa, "seed": cfg.seed, "template": cfg.template, "threads": a.threads,
             "seconds": round(time.perf_counter() - t0),
             "stage_seconds": {k: round(v) for k, v in toy.seconds.items()},
             "accuracy": {k: round(v, 3) for k, v in result["accuracy"].items()},

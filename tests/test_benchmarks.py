@@ -16,12 +16,12 @@ def test_stage2_recipe_trains_in_a_scratch_folder_and_reports(tiny_run):
     before = {p.name: p.read_bytes() for p in (out / "weights").iterdir()}
     data_before = (out / "data" / "stage2.json").read_bytes()
     cmd = [sys.executable, str(BENCHMARKS / "stage2_recipe.py"), str(out), "--steps", "2", "--batch", "4",
-           "--projector", "mlp2x_gelu", "--vqa", "3", "--seed", "7"]
+           "--projector", "mlp2x_gelu", "--vqa", "3", "--seed", "7", "--template", "v0_no_system"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = json.loads(proc.stdout.strip().splitlines()[-1])
     assert (line["steps"], line["batch"], line["projector"], line["stage1"], line["vqa"]) == (2, 4, "mlp2x_gelu", True, 3)
-    assert line["seed"] == 7
+    assert (line["seed"], line["template"]) == (7, "v0_no_system")
     assert set(line["accuracy"]) == {"count", "colour", "yesno", "relation", "overall"}
     assert {"stage1", "stage2"} <= set(line["stage_seconds"])
     assert {p.name: p.read_bytes() for p in (out / "weights").iterdir()} == before  # RUN is only read

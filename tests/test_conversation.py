@@ -27,6 +27,14 @@ def test_v0_renders_the_papers_format():
     assert prompt.endswith("###Assistant:")
 
 
+def test_v0_no_system_is_v0_without_its_system_message():
+    text, spans = TEMPLATES["v0_no_system"].render(TURNS)
+    v0_text, v0_spans = TEMPLATES["v0"].render(TURNS)
+    cut = len(TEMPLATES["v0"].system)
+    assert text == v0_text[cut:] and text.startswith("###Human: <image>\n")
+    assert [text[a:b] for a, b in spans] == [v0_text[a:b] for a, b in v0_spans]
+
+
 def test_v1_renders_vicuna_format():
     text, spans = TEMPLATES["v1"].render(TURNS)
     assert "USER: <image>\nWhat colour is the circle? ASSISTANT: The circle is red.</s>USER: How many" in text
