@@ -56,6 +56,15 @@ def step_seconds(step) -> tuple[float, float]:
     return time.perf_counter() - wall, time.process_time() - cpu
 
 
+def alternate(steps: dict, repeats: int) -> dict[str, list[float]]:
+    """Median [wall, CPU] seconds of each call, timed in turn so that all see the same machine load."""
+    times: dict[str, list[tuple[float, float]]] = {k: [] for k in steps}
+    for _ in range(repeats):
+        for name, step in steps.items():
+            times[name].append(step_seconds(step))
+    return {k: [statistics.median(x[i] for x in v) for i in (0, 1)] for k, v in times.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stage", type=int, default=2, choices=(1, 2))
@@ -110,27 +119,19 @@ def main() -> None:
     for _ in range(args.warmup):
         ours_step()
         theirs_step()
-    steps = {"ours": ours_step, "ours, unshared": ours_unshared_step, "transformers": theirs_step}
-    times: dict[str, list[tuple[float, float]]] = {k: [] for k in steps}
-    for _ in range(args.repeats):  # alternate, so all see the same machine load
-        for name, step in steps.items():
-            times[name].append(step_seconds(step))
+    med = alternate({"ours": ours_step, "ours, unshared": ours_unshared_step, "transformers": theirs_step}, args.repeats)
     # the optimiser step that follows each backward pass (LlavaModule: AdamW, fused where it can be)
     params = [p for p in ours.parameters() if p.requires_grad]
     adam = {"fused": torch.optim.AdamW(params, lr=1e-6, fused=True),
             "per-tensor": torch.optim.AdamW(params, lr=1e-6, foreach=False)}
     for opt in adam.values():
         opt.step()
-    adam_times: dict[str, list[tuple[float, float]]] = {k: [] for k in adam}
-    for _ in range(args.repeats):
-        for name, opt in adam.items():
-            adam_times[name].append(step_seconds(opt.step))
+    adam_med = {k: cpu for k, (_, cpu) in alternate({k: opt.step for k, opt in adam.items()}, args.repeats).items()}
     b, t = batch["input_ids"].shape
     real, trained = int(batch["attention_mask"].sum()), int((batch["labels"] != -100).sum())
     print(f"toy LLaVA (mlp2x_gelu), stage-{args.stage} batch {b} x {t} tokens ({real} real, {trained} supervised), "
           f"loss {a:.4f} (both), {torch.get_num_threads()} thread(s), torch {torch.__version__}, "
           f"transformers {transformers.__version__}")
-    med = {k: [statistics.median(x[i] for x in v) for i in (0, 1)] for k, v in times.items()}
     for k, (wall, cpu) in med.items():
         print(f"{k:>13}: {1000 * wall:7.1f} ms wall, {1000 * cpu:7.1f} ms CPU per training step "
               f"(medians of {args.repeats})")
@@ -139,7 +140,6 @@ def main() -> None:
         print(f"ratio ours / {other}: {ratio[0]:.2f} (wall), {ratio[1]:.2f} (CPU)")
     shared = shared_prefix_length(batch["input_ids"], batch["attention_mask"], image_id)
     print(f"shared prefix: {shared} tokens of each row, {(b - 1) * shared} of {real} real tokens computed once")
-    adam_med = {k: statistics.median(x[1] for x in v) for k, v in adam_times.items()}
     print("AdamW step: " + ", ".join(f"{k} {1000 * v:.1f} ms CPU" for k, v in adam_med.items())
           + f" (ratio {adam_med['fused'] / adam_med['per-tensor']:.2f})")
 
