@@ -21,15 +21,16 @@ from minillava.data.teacher import (
 )
 from minillava.data.world import (
     COLOURS,
-    ROWS,
     SHAPE_PLURALS,
     SHAPES,
     WorldConfig,
     captions,
     make_scenes,
+    row_names,
     symbolic_context,
 )
 
+ROWS = row_names(WorldConfig().n_rows)
 COLUMN_WORDS = ("left", "centre left", "centre right", "right")
 
 
@@ -45,13 +46,13 @@ def by_name(scene):
 # -- parsing ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("cfg", [WorldConfig(), WorldConfig(image_size=64, n_columns=3, max_objects=3)])
+@pytest.mark.parametrize("cfg", [WorldConfig(), WorldConfig(image_size=64, n_columns=3, n_rows=3, max_objects=3)])
 def test_parse_context_recovers_every_attribute(cfg):
+    rows = row_names(cfg.n_rows)
     for scene in make_scenes("train", 300, cfg=cfg):
-        parsed = parse_context(symbolic_context(scene, cfg), cfg.n_columns)
-        assert parsed == [
-            ContextObject(o.name, o.colour, o.shape, o.size, o.column, o.row, o.box) for o in scene.objects
-        ]
+        parsed = parse_context(symbolic_context(scene, cfg), cfg.n_columns, cfg.n_rows)
+        assert parsed == [ContextObject(o.name, o.colour, o.shape, o.size, o.column, o.row, rows[o.row], o.box)
+                          for o in scene.objects]
 
 
 def test_parse_context_ignores_captions_and_rejects_bad_box_lines():
@@ -85,7 +86,7 @@ def test_teacher_never_touches_scenes_or_pixels():
     )
     t, rng = ToyTeacher(), random.Random(0)
     facts = {(q.kind, q.answer) for q in t.questions(context, rng)}
-    assert {("count", "2"), ("colour", "green"), ("shape", "circle"), ("position", "middle left"),
+    assert {("count", "2"), ("colour", "green"), ("shape", "circle"), ("position", "upper left"),
             ("position", "bottom right"), ("relation", "green square"), ("relation", "red circle")} <= facts
     _, text = t.detail(context, rng)
     assert "large green square" in text and "small red circle" in text

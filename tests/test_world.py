@@ -7,7 +7,6 @@ from minillava.data.world import (
     BACKGROUND,
     COLOURS,
     RGB,
-    ROWS,
     SHAPES,
     SIZES,
     WorldConfig,
@@ -66,13 +65,13 @@ def test_scene_invariants(scenes):
         assert columns == sorted(set(columns)), "one object per column, left to right"
         assert len({o.name for o in objs}) == len(objs), "names identify objects"
         for o in objs:
-            assert o.shape in SHAPES and o.colour in COLOURS and o.size in SIZES and 0 <= o.row < len(ROWS)
+            assert o.shape in SHAPES and o.colour in COLOURS and o.size in SIZES and 0 <= o.row < CFG.n_rows
             x1, y1, x2, y2 = o.box
             assert 0 <= x1 < x2 <= 1 and 0 <= y1 < y2 <= 1
             assert all(round(v, 3) == v for v in o.box)
             # The box lies inside its grid cell.
             assert o.column / CFG.n_columns <= x1 and x2 <= (o.column + 1) / CFG.n_columns + 1e-3
-            assert o.row / 3 - 1e-3 <= y1 and y2 <= (o.row + 1) / 3 + 1e-3
+            assert o.row / CFG.n_rows - 1e-3 <= y1 and y2 <= (o.row + 1) / CFG.n_rows + 1e-3
             assert round((x2 - x1) * CFG.image_size) == object_side_px(o.size, CFG)
     assert counts == set(range(CFG.min_objects, CFG.max_objects + 1))
 
@@ -82,7 +81,7 @@ def test_every_attribute_value_occurs(scenes):
     assert {o.shape for o in objs} == set(SHAPES)
     assert {o.colour for o in objs} == set(COLOURS)
     assert {o.size for o in objs} == set(SIZES)
-    assert {o.row for o in objs} == {0, 1, 2}
+    assert {o.row for o in objs} == set(range(CFG.n_rows))
 
 
 def test_small_and_large_differ_visibly():
@@ -116,7 +115,7 @@ def test_captions_vary_but_are_deterministic(scenes):
     assert len({captions(s)[0] for s in scenes}) > 5
 
 
-@pytest.mark.parametrize("cfg", [CFG, WorldConfig(image_size=64, n_columns=3, max_objects=3)])
+@pytest.mark.parametrize("cfg", [CFG, WorldConfig(image_size=64, n_columns=3, n_rows=3, max_objects=3)])
 def test_render_puts_each_colour_at_its_box_centre(cfg):
     for scene in make_scenes("eval", 100, cfg=cfg):
         image = render(scene, cfg)
@@ -137,9 +136,26 @@ def test_render_puts_each_colour_at_its_box_centre(cfg):
         ({"min_objects": 0}, "min_objects"),
         ({"min_objects": 3, "max_objects": 2}, "max_objects"),
         ({"n_columns": 9}, "n_columns"),
+        ({"n_rows": 5}, "n_rows"),
         ({"image_size": 12}, "image_size"),
     ],
 )
 def test_world_config_validation_names_the_field(kwargs, field):
     with pytest.raises(ValueError, match=field):
         WorldConfig(**kwargs)
+
+
+def test_toy_run_grid_cells_are_the_toy_clip_patches():
+    """The toy run's world and vision tower agree: each cell is one ViT patch, so each object lies inside one
+    visual token (objects straddling two patch rows hid their shape from both tokens)."""
+    from minillava.toy import ToyConfig
+    from minillava.vision import VISION_PRESETS
+
+    world, vision = ToyConfig().data.world, VISION_PRESETS["toy"]
+    assert world.image_size == vision.image_size
+    assert world.image_size / world.n_columns == world.image_size / world.n_rows == vision.patch_size
+    p = vision.patch_size
+    for scene in make_scenes("train", 300, cfg=world):
+        for o in scene.objects:
+            x1, y1, x2, y2 = (round(v * world.image_size) for v in o.box)
+            assert (x1 // p, y1 // p) == ((x2 - 1) // p, (y2 - 1) // p) == (o.column, o.row), (scene.id, o)

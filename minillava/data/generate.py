@@ -99,7 +99,7 @@ def generate_toy_data(out_dir: Path, cfg: ToyDataConfig, progress: bool = False)
     out_dir = Path(out_dir)
     images_dir = out_dir / "images"
     images_dir.mkdir(parents=True, exist_ok=True)
-    teacher = ToyTeacher(cfg.world.n_columns)
+    teacher = ToyTeacher(cfg.world.n_columns, cfg.world.n_rows)
     train = make_scenes("train", cfg.n_train, cfg.seed, cfg.world)
     evals = make_scenes("eval", cfg.n_eval, cfg.seed, cfg.world)
     lm = make_scenes("lm", cfg.n_lm, cfg.seed, cfg.world)

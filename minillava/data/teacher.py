@@ -14,7 +14,7 @@ What the paper asked of GPT-4, and where it is here:
 - complex reasoning with a chain of steps and a conclusion: ``complex``.
 
 Column scheme for "Where is ...?" answers (4 columns): left, centre left,
-centre right, right; an answer is "<row> <column>", e.g. "top centre left".
+centre right, right; an answer is "<row> <column>", e.g. "upper centre left".
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from minillava.data.context import caption_lines, parse_box_line
-from minillava.data.world import COLOURS, NUMBER_WORDS, ROWS, SHAPE_PLURALS, SHAPES, SIZE_THRESHOLD, position_phrase
+from minillava.data.world import (COLOURS, NUMBER_WORDS, SHAPE_PLURALS, SHAPES, SIZE_THRESHOLD, position_phrase,
+                                  row_names)
 
 __all__ = ["ContextObject", "Question", "Teacher", "ToyTeacher", "caption_lines", "caption_pair", "parse_context"]
 
@@ -108,18 +109,20 @@ class ContextObject:
     shape: str
     size: str
     column: int
-    row: int  # index into ROWS
+    row: int  # 0 = top
+    row_name: str  # "top", "upper", ...: the world's word for the row
     box: tuple[float, float, float, float]
 
 
-def parse_context(text: str, n_columns: int = 4) -> list[ContextObject]:
+def parse_context(text: str, n_columns: int = 4, n_rows: int = 4) -> list[ContextObject]:
     """Objects from the box lines of a symbolic context, left to right.
 
     A box line is any line containing "[" (captions never do); it must read
     exactly like ``red circle: [0.125, 0.300, 0.400, 0.575]``. Grid position
     and size come from the box geometry, never from the captions.
     """
-    cell = min(1 / n_columns, 1 / len(ROWS))  # a cell's shorter side, as a fraction of the image
+    rows = row_names(n_rows)
+    cell = min(1 / n_columns, 1 / n_rows)  # a cell's shorter side, as a fraction of the image
     objects = []
     for line in text.splitlines():
         if "[" not in line:
@@ -132,9 +135,9 @@ def parse_context(text: str, n_columns: int = 4) -> list[ContextObject]:
             raise ValueError(f"empty box in line: {line!r}")
         cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
         column = min(math.floor(cx * n_columns), n_columns - 1)
-        row = min(math.floor(cy * len(ROWS)), len(ROWS) - 1)
+        row = min(math.floor(cy * n_rows), n_rows - 1)
         size = "large" if (x2 - x1) / cell > SIZE_THRESHOLD else "small"
-        objects.append(ContextObject(name, colour, shape, size, column, row, (x1, y1, x2, y2)))
+        objects.append(ContextObject(name, colour, shape, size, column, row, rows[row], (x1, y1, x2, y2)))
     if not objects:
         raise ValueError("symbolic context has no box lines")
     names = [o.name for o in objects]
@@ -192,8 +195,8 @@ def _group(kind: str) -> str:
 class ToyTeacher:
     """Writes instruction data from a symbolic context, like text-only GPT-4 did."""
 
-    def __init__(self, n_columns: int = 4):
-        self.n_columns = n_columns
+    def __init__(self, n_columns: int = 4, n_rows: int = 4):
+        self.n_columns, self.n_rows = n_columns, n_rows
 
     def respond(self, kind: str, context: str, rng: random.Random) -> Turns:
         """The ``Teacher`` interface: one record's turns of the given kind."""
@@ -208,10 +211,10 @@ class ToyTeacher:
     # -- helpers -------------------------------------------------------------
 
     def _parse(self, context: str) -> list[ContextObject]:
-        return parse_context(context, self.n_columns)
+        return parse_context(context, self.n_columns, self.n_rows)
 
     def _where(self, o: ContextObject) -> str:
-        return position_phrase(o.row, o.column, self.n_columns)
+        return position_phrase(o.row, o.column, self.n_columns, self.n_rows)
 
     @staticmethod
     def _neighbour(objs: list[ContextObject], i: int, side: str) -> ContextObject | None:
@@ -287,14 +290,14 @@ class ToyTeacher:
         q = PHRASINGS["extreme"][phrasing].format(side=side)
         return Question("extreme", q, o.name, f"The {o.name} is furthest to the {side}.")
 
-    @staticmethod
-    def _row(objs, row: int, phrasing: int) -> Question:
-        q = PHRASINGS["row"][phrasing].format(row=ROWS[row])
+    def _row(self, objs, row: int, phrasing: int) -> Question:
+        name = row_names(self.n_rows)[row]
+        q = PHRASINGS["row"][phrasing].format(row=name)
         inside = [o for o in objs if o.row == row]
         if not inside:
-            return Question("row", q, "nothing", f"Nothing is in the {ROWS[row]} row.")
+            return Question("row", q, "nothing", f"Nothing is in the {name} row.")
         verb = "is" if len(inside) == 1 else "are"
-        sentence = f"{_the(inside).capitalize()} {verb} in the {ROWS[row]} row."
+        sentence = f"{_the(inside).capitalize()} {verb} in the {name} row."
         return Question("row", q, _join([o.name for o in inside]), sentence)
 
     @staticmethod
@@ -353,7 +356,7 @@ class ToyTeacher:
             absent = [v for v in values if v not in present]
             for v in present + rng.sample(absent, min(1, len(absent))):
                 out.append(make(objs, v, p(f"count_{attr}")))
-        out += [self._row(objs, row, p("row")) for row in range(len(ROWS))]
+        out += [self._row(objs, row, p("row")) for row in range(self.n_rows)]
         if len(objs) >= 2:
             out += [self._extreme(objs, side, p("extreme")) for side in ("left", "right")]
         for a, b in ((a, b) for i, a in enumerate(objs) for b in objs[i + 1 :]):
@@ -469,10 +472,10 @@ class ToyTeacher:
         top = min(o.row for o in objs)
         highest = [o for o in objs if o.row == top]
         if len(highest) == len(objs):
-            return f"They are all in the {ROWS[top]} row."
+            return f"They are all in the {highest[0].row_name} row."
         if len(highest) == 1:
             return f"The {highest[0].name} is the highest object."
-        return f"{_the(highest).capitalize()} are the highest, side by side in the {ROWS[top]} row."
+        return f"{_the(highest).capitalize()} are the highest, side by side in the {highest[0].row_name} row."
 
     def complex(self, context: str, rng: random.Random) -> tuple[str, str]:
         """A question that needs a few steps of reasoning, answered step by step, ending in "So ..."."""
@@ -534,12 +537,12 @@ class ToyTeacher:
     def _higher_than(self, objs, rng) -> tuple[str, str]:
         a, b = rng.sample(objs, 2)
         q = f"Is the {a.name} higher than the {b.name}?"
-        steps = f"The {a.name} is in the {ROWS[a.row]} row. The {b.name} is in the {ROWS[b.row]} row."
+        steps = f"The {a.name} is in the {a.row_name} row. The {b.name} is in the {b.row_name} row."
         if a.row == b.row:
             reason, higher = "They are in the same row.", False
         else:
             higher = a.row < b.row  # row 0 is the top
-            reason = f"The {ROWS[a.row]} row is {'above' if higher else 'below'} the {ROWS[b.row]} row."
+            reason = f"The {a.row_name} row is {'above' if higher else 'below'} the {b.row_name} row."
         end = f"So yes, the {a.name} is higher than the {b.name}." if higher else \
             f"So no, the {a.name} is not higher than the {b.name}."
         return q, f"{steps} {reason} {end}"
@@ -578,10 +581,10 @@ class ToyTeacher:
 
     def _highest(self, objs, rng) -> tuple[str, str]:
         q = "Which object is the highest in the image?"
-        rows = [f"the {o.name} is in the {ROWS[o.row]} row" for o in objs]
+        rows = [f"the {o.name} is in the {o.row_name} row" for o in objs]
         top = min(o.row for o in objs)
         highest = [o for o in objs if o.row == top]
-        steps = f"From left to right, {_join(rows)}. The highest of these rows is the {ROWS[top]} row."
+        steps = f"From left to right, {_join(rows)}. The highest of these rows is the {highest[0].row_name} row."
         if len(highest) == 1:
             return q, f"{steps} So the {highest[0].name} is the highest."
         return q, f"{steps} So {_the(highest)} are the highest, side by side."
