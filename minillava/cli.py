@@ -1,7 +1,7 @@
 """The `minillava` command.
 
     minillava toy [--quick] [--out DIR]          the whole paper in miniature on a CPU (the main job)
-                                                  (--vqa K --projector mlp2x_gelu: LLaVA-1.5's data and W)
+                                                  (--vqa 0: the paper's data only; --projector mlp2x_gelu)
     minillava gen-data --toy N --out DIR          the paper's data pipeline: contexts -> teacher -> LLaVA JSON
                                                   (or --coco FOLDER with a chat teacher; see --help)
     minillava fit -c toy/stage2 [--overrides]     any stage through LightningCLI; -c takes a packaged config
@@ -63,6 +63,8 @@ def lightning_main(argv: list[str]) -> None:
 
 
 def toy_main(argv: list[str]) -> None:
+    from .conversation import TEMPLATES
+
     parser = argparse.ArgumentParser(prog="minillava toy", description="Train and evaluate a toy LLaVA on a CPU.")
     parser.add_argument("--quick", action="store_true", help="a smoke-test preset (about 2 minutes)")
     parser.add_argument("--out", default=None, help="run folder (default: runs/toy, or runs/toy-quick)")
@@ -73,22 +75,30 @@ def toy_main(argv: list[str]) -> None:
                         help="processes for stages that can run side by side (1: one after another)")
     parser.add_argument("--projector", choices=("linear", "mlp2x_gelu"), default=None,
                         help="linear: the paper's W (default); mlp2x_gelu: LLaVA-1.5's")
-    parser.add_argument("--vqa", type=int, default=0, metavar="K",
-                        help="also train stage 2 on one short-answer VQA record of K questions per image, as "
-                             "LLaVA-1.5 mixed VQAv2 into its instruction data (default 0: the paper's data only)")
+    parser.add_argument("--vqa", type=int, default=None, metavar="K",
+                        help="questions per short-answer VQA record: stage 2 trains on one such record per image "
+                             "besides its instruction record, as LLaVA-1.5 mixed VQAv2 into its instruction data "
+                             "(default: the preset's, 8; 0: the paper's instruction data only)")
+    parser.add_argument("--template", choices=sorted(TEMPLATES), default=None,
+                        help="chat template of the tokenizer, the language model, stage 1, stage 2 and evaluation "
+                             "(default: the preset's)")
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error(f"--workers must be at least 1, got {args.workers}")
-    if args.vqa < 0:
+    if args.vqa is not None and args.vqa < 0:
         parser.error(f"--vqa must be 0 (none) or a number of questions, got {args.vqa}")
 
     from .toy import TOY_PRESETS, format_report, run_toy
 
     preset = "quick" if args.quick else "default"
     out = Path(args.out or ("runs/toy-quick" if args.quick else "runs/toy"))
-    options = {"data": replace(TOY_PRESETS[preset].data, vqa_questions=args.vqa)}
+    options = {}
+    if args.vqa is not None:
+        options["data"] = replace(TOY_PRESETS[preset].data, vqa_questions=args.vqa)
     if args.projector:
         options["projector"] = args.projector
+    if args.template:
+        options["template"] = args.template
     report = run_toy(preset, out=out, progress=not args.quiet, seed=args.seed, ablate_stage1=not args.no_ablation,
                      workers=args.workers, **options)
     print(format_report(report))

@@ -140,7 +140,7 @@ def test_workers_must_be_positive(tiny_config, tmp_path):
 
 
 def test_cli_toy_options_reach_the_run_config(monkeypatch):
-    """`minillava toy --vqa K --projector P` turns on LLaVA-1.5's short-answer data and projector."""
+    """`minillava toy --vqa K --projector P --template T` reach the run; left out, the preset's values stand."""
     import minillava.toy as toy
     from minillava.cli import toy_main
 
@@ -152,13 +152,16 @@ def test_cli_toy_options_reach_the_run_config(monkeypatch):
 
     monkeypatch.setattr(toy, "run_toy", fake_run_toy)
     with pytest.raises(KeyboardInterrupt):
-        toy_main(["--vqa", "8", "--projector", "mlp2x_gelu", "--quiet"])
-    assert seen["data"].vqa_questions == 8 and seen["projector"] == "mlp2x_gelu" and seen["preset"] == "default"
+        toy_main(["--vqa", "0", "--projector", "mlp2x_gelu", "--template", "v0_no_system", "--quiet"])
+    assert seen["data"].vqa_questions == 0 and seen["projector"] == "mlp2x_gelu" and seen["preset"] == "default"
+    assert seen["template"] == "v0_no_system"
     assert seen["data"].n_train == toy.TOY_PRESETS["default"].data.n_train
     seen.clear()
     with pytest.raises(KeyboardInterrupt):
         toy_main(["--quick"])
-    assert seen["preset"] == "quick" and seen["data"].vqa_questions == 0 and "projector" not in seen
+    assert seen["preset"] == "quick" and not {"data", "projector", "template"} & set(seen)
+    with pytest.raises(SystemExit):
+        toy_main(["--template", "v9"])
     with pytest.raises(SystemExit):
         toy_main(["--vqa", "-1"])
 

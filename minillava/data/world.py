@@ -47,7 +47,7 @@ RGB = {
 BACKGROUND = (240, 240, 235)
 
 # Names of columns, left to right, for each supported grid width. Used for
-# "Where is ...?" answers such as "top left" or "middle centre right".
+# "Where is ...?" answers such as "top left" or "lower centre right".
 COLUMN_NAMES = {
     1: ("centre",),
     2: ("left", "right"),
