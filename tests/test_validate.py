@@ -112,6 +112,20 @@ def test_every_bad_record_is_named(folder, problem):
         load_llava(path, image_folder=folder)
 
 
+def test_bad_record_line_is_where_it_starts_in_a_multiline_array(folder):
+    """Line numbers are counted on from record to record (not from the top each time); they must stay exact."""
+    records = [copy.deepcopy(ORIGINAL[0]) for _ in range(5)]
+    for i, r in enumerate(records):
+        r["id"] = f"r{i}"
+    records[3]["conversations"][0]["from"] = "robot"
+    text = json.dumps(records, indent=2)
+    line = text[: text.index('"r3"')].count("\n")  # the record's "{" is on the line before its "id"
+    path = folder / "multi.json"
+    path.write_text(text)
+    with pytest.raises(LlavaDataError, match=rf"record 3 \(id='r3'\) at line {line}: "):
+        load_llava(path)
+
+
 def test_malformed_json_names_the_record_and_line(folder):
     text = json.dumps(ORIGINAL, indent=1)
     second = text.index('"000000052846"')

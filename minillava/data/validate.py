@@ -134,9 +134,13 @@ def _iter_jsonl(text: str) -> Iterator[tuple[int, str, Any]]:
 def _iter_array(text: str, path: Path) -> Iterator[tuple[int, str, Any]]:
     """The elements of a JSON array one by one, so a syntax error can be pinned to a record."""
     decoder = json.JSONDecoder()
+    counted = [0, 1]  # (position, line number there): lines are counted on from the last record, not from the
+    # start of the file each time, which made loading quadratic in the file's size (32 s for 12,000 records)
 
     def where(pos: int) -> tuple[int, int]:
-        line = text.count("\n", 0, pos) + 1
+        last, line = counted
+        line += text.count("\n", last, pos) if pos >= last else -text.count("\n", pos, last)
+        counted[:] = [pos, line]
         return line, pos - text.rfind("\n", 0, pos)
 
     i = _WHITESPACE.match(text).end()
