@@ -6,8 +6,9 @@ with the given recipe in a scratch folder (RUN itself is not touched) and prints
 seconds of each stage and the held-out accuracy. It runs on one thread by default, as each stage-2 job of
 `minillava toy` does on 2 cores. Issue 2 used it to choose the default stage-2 batch:
 
-    python benchmarks/stage2_recipe.py runs/toy --steps 800 --batch 32     # the earlier default
-    python benchmarks/stage2_recipe.py runs/toy --steps 3200 --batch 8     # the default now: same records
+    python benchmarks/stage2_recipe.py runs/toy --steps 800 --batch 32     # an earlier default
+    python benchmarks/stage2_recipe.py runs/toy --steps 3200 --batch 8     # the next one: same records
+    python benchmarks/stage2_recipe.py runs/toy --steps 2600 --batch 8     # the default now (RUN's data has VQA)
     python benchmarks/stage2_recipe.py runs/toy --steps 3200 --batch 8 --projector mlp2x_gelu
     python benchmarks/stage2_recipe.py runs/toy --steps 3600 --batch 8 --projector mlp2x_gelu --vqa 8
 
@@ -16,6 +17,7 @@ seconds of each stage and the held-out accuracy. It runs on one thread by defaul
 README's "Across training seeds": `--vqa 8 --steps 4000 --template v0_no_system --seed 2` gave 0.738).
 `--vqa K` adds one LLaVA-1.5-style short-answer VQA record of K questions per training image to stage 2 (written
 by the rule-based teacher from RUN's contexts.json into the scratch folder; any VQA records RUN has are replaced).
+Without it, stage 2 trains on RUN's own stage2.json, VQA records included if RUN made them (the default run does).
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ def recipe_config(run: Path, steps: int, batch: int, lr: float, projector: str |
                      stage2=StageConfig(steps, batch, lr, saved["stage2"]["warmup_ratio"]))
 
 
-def with_vqa(run_data: Path, out_data: Path, k: int) -> None:
+def with_vqa(run_data: Path, out_data: Path, k: int, teacher: ToyTeacher | None = None) -> None:
     """`out_data`: RUN's data folder through symlinks, except stage2.json: RUN's instruction records, then one
     VQA record of up to `k` questions per training image (from contexts.json)."""
     out_data.mkdir(parents=True)
@@ -59,7 +61,7 @@ def with_vqa(run_data: Path, out_data: Path, k: int) -> None:
             (out_data / entry.name).symlink_to(entry.resolve(), target_is_directory=entry.is_dir())
     records = [r for r in load_llava_json(run_data / "stage2.json") if r.get("kind") != "vqa"]
     contexts = json.loads((run_data / "contexts.json").read_text())
-    teacher, images = ToyTeacher(), {r["image"] for r in records}
+    teacher, images = teacher or ToyTeacher(), {r["image"] for r in records}
     for scene, context in contexts.items():
         if f"{scene}.png" in images:  # training scenes only: the held-out ones have no instruction record
             records.append(vqa_record(teacher, scene, f"{scene}.png", context, k, random.Random(f"vqa/{scene}")))
@@ -71,7 +73,9 @@ def scratch_run(run: Path, out: Path, cfg: ToyConfig, vqa: int = 0) -> ToyRun:
     (out / "weights").mkdir(parents=True, exist_ok=True)
     (out / "tokenizer").symlink_to((run / "tokenizer").resolve(), target_is_directory=True)
     if vqa:
-        with_vqa(run / "data", out / "data", vqa)
+        world = json.loads((run / "report.json").read_text())["config"]["data"]["world"]
+        # runs from before the 4 x 4 grid had 3 rows; their saved config has no n_rows
+        with_vqa(run / "data", out / "data", vqa, ToyTeacher(world["n_columns"], world.get("n_rows", 3)))
     else:
         (out / "data").symlink_to((run / "data").resolve(), target_is_directory=True)
     for name in ("vision", "llm"):
