@@ -99,8 +99,8 @@ TEMPLATES: dict[str, Template] = {
     ),
     "plain": Template(name="plain", style="plain", stop="\n"),
 }
-# v0 without its system message: not a LLaVA template, but the strongest lead on the toy world's yes/no gap (issue 2,
-# README "Across training seeds"): the conjunction was learnt sooner in prompts without those 33 tokens
+# v0 without its system message: not a LLaVA template; an experiment on the toy world's yes/no gap (issue 2, README
+# "Across training seeds"): it helped at some seeds in stage 2 alone, and not in the full pipeline (0.630 vs 0.705)
 TEMPLATES["v0_no_system"] = replace(TEMPLATES["v0"], name="v0_no_system", system="")
 
 
