@@ -107,6 +107,86 @@ def toy_main(argv: list[str]) -> None:
                       "chance": report["chance"]["overall"]}))
 
 
+def parse_mix(text: str) -> tuple[float, float, float]:
+    """"58:23:77" (or "58,23,77") -> (58.0, 23.0, 77.0)."""
+    from .constants import check_mix
+
+    try:
+        return check_mix(text.replace(",", ":").split(":"))
+    except ValueError as err:
+        raise ValueError(f"--mix: {err}") from None
+
+
+def gen_data_main(argv: list[str]) -> None:
+    from .data.pipeline import GenerationFailed, format_summary, generate_dataset
+    from .data.sources import coco_source, toy_source
+
+    parser = argparse.ArgumentParser(
+        prog="minillava gen-data",
+        description="Generate LLaVA instruction data (conv / detail / complex) and stage-1 caption pairs from toy "
+                    "scenes or a COCO-style folder, with the rule-based toy teacher or any OpenAI-compatible chat "
+                    "endpoint. Resumable: run the same command again after a crash or kill.")
+    parser.add_argument("--out", required=True, help="output folder (resumed if it holds a previous run)")
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--toy", type=int, nargs="?", const=4000, metavar="N",
+                      help="N toy scenes (default 4000)")
+    what.add_argument("--coco", metavar="FOLDER", help="a COCO-style folder: captions + instances JSON and images")
+    parser.add_argument("--captions", help="the COCO captions file (default: found in FOLDER)")
+    parser.add_argument("--instances", help="the COCO instances file (default: found in FOLDER)")
+    parser.add_argument("--images", help="the COCO image folder (default: FOLDER/<split>, FOLDER/images)")
+    parser.add_argument("--limit", type=int, help="only the first N COCO images (by file name)")
+    parser.add_argument("--copy-images", action="store_true", help="copy COCO images into OUT/images")
+    parser.add_argument("--mix", default="58:23:77", help="conv:detail:complex proportions (default: the paper's)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the scenes, the mix and every record")
+    parser.add_argument("--teacher", choices=("toy", "chat"), default=None,
+                        help="toy: rule-based, toy scenes only (default for --toy); chat: an OpenAI-compatible "
+                             "endpoint (default for --coco)")
+    parser.add_argument("--base-url", help="chat: endpoint base URL, e.g. https://api.openai.com/v1")
+    parser.add_argument("--model", help="chat: model name")
+    parser.add_argument("--api-key-env", default="OPENAI_API_KEY",
+                        help="chat: environment variable holding the API key; '' for none (default: %(default)s)")
+    parser.add_argument("--concurrency", type=int, default=4, help="chat: requests in flight (default: %(default)s)")
+    parser.add_argument("--timeout", type=float, default=120, help="chat: seconds per request (default: %(default)s)")
+    parser.add_argument("--max-retries", type=int, default=5, help="chat: retries on 429 / 5xx / timeouts")
+    parser.add_argument("--temperature", type=float, help="chat: sampling temperature (default: the server's)")
+    parser.add_argument("--max-failures", type=int, default=20,
+                        help="stop once more records than this have failed (default: %(default)s)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+
+    try:
+        mix = parse_mix(args.mix)
+        teacher_name = args.teacher or ("toy" if args.toy is not None else "chat")
+        if args.toy is not None:
+            if args.toy < 1:
+                raise ValueError(f"--toy takes a positive number of scenes, got {args.toy}")
+            source = toy_source(args.toy, args.seed)
+        else:
+            if teacher_name == "toy":
+                raise ValueError("the toy teacher reads only toy-world contexts; use --teacher chat with --coco")
+            source = coco_source(args.coco, args.captions, args.instances, args.images, args.limit, args.copy_images)
+        if teacher_name == "toy":
+            from .data.teacher import ToyTeacher
+
+            teacher, settings, concurrency = ToyTeacher(), {"name": "toy"}, 1
+        else:
+            from .data.chat_teacher import ChatTeacher
+
+            if not args.base_url or not args.model:
+                raise ValueError("--teacher chat needs --base-url and --model")
+            teacher = ChatTeacher(args.base_url, args.model, args.api_key_env, timeout=args.timeout,
+                                  max_retries=args.max_retries, concurrency=args.concurrency,
+                                  temperature=args.temperature)
+            settings = {"name": "chat", "model": args.model, "temperature": args.temperature}
+            concurrency = args.concurrency
+        result = generate_dataset(source, args.out, teacher, settings, mix, args.seed, progress=not args.quiet,
+                                  max_failures=args.max_failures, concurrency=concurrency)
+    except (ValueError, FileNotFoundError, GenerationFailed) as exc:
+        raise SystemExit(f"minillava gen-data: {exc}") from None
+    print(format_summary(result.summary))
+    print("files: " + ", ".join(f"{k} {v}" for k, v in result.files.items()))
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help"):
@@ -116,8 +196,6 @@ def main(argv: list[str] | None = None) -> None:
     if command == "toy":
         toy_main(rest)
     elif command == "gen-data":
-        from .data.gen_data import main as gen_data_main
-
         gen_data_main(rest)
     elif command in LIGHTNING_SUBCOMMANDS:
         lightning_main(argv)

@@ -12,9 +12,8 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-from .tokenizer import IMAGE_TOKEN
+from .constants import IGNORE_INDEX, IMAGE_TOKEN
 
-IGNORE_INDEX = -100
 
 
 class ConversationError(ValueError):
@@ -99,8 +98,8 @@ TEMPLATES: dict[str, Template] = {
     ),
     "plain": Template(name="plain", style="plain", stop="\n"),
 }
-# v0 without its system message: not a LLaVA template; an experiment on the toy world's yes/no gap (issue 2, README
-# "Across training seeds"): it helped at some seeds in stage 2 alone, and not in the full pipeline (0.630 vs 0.705)
+# v0 without its system message: not a LLaVA template; an experiment on the toy world's yes/no gap: it helped at
+# some seeds in stage 2 alone, and not in the full pipeline (docs/experiments.md, "Across training seeds")
 TEMPLATES["v0_no_system"] = replace(TEMPLATES["v0"], name="v0_no_system", system="")
 
 

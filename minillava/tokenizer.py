@@ -12,7 +12,7 @@ from pathlib import Path
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-from .data.generate import IMAGE_TOKEN  # one definition of the placeholder, shared with the data files
+from .constants import IMAGE_TOKEN
 
 BOS, EOS, PAD, UNK = "<s>", "</s>", "<pad>", "<unk>"
 SEPARATOR = "###"  # the v0 template's turn separator; one token, so generation can stop on it cleanly

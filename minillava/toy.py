@@ -19,10 +19,12 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import TQDMProgressBar
 
 from .conversation import TEMPLATES
 from .data.dataset import CaptionDataModule, LlavaDataModule, record_turns
-from .data.generate import ToyDataConfig, generate_toy_data, load_llava_json, toy_data_files
+from .data.toy_data import ToyDataConfig, generate_toy_data, toy_data_files
+from .data.validate import load_llava_json
 from .evaluate import evaluate_exact_match
 from .model import llava_preset, override
 from .tokenizer import load_tokenizer, train_bpe_tokenizer
@@ -40,18 +42,18 @@ class StageConfig:
 @dataclass
 class ToyConfig:
     # 8 questions per short-answer VQA record, one record per image besides its instruction record: LLaVA-1.5's
-    # recipe for short-answer benchmarks such as our evaluation. Without them (vqa_questions=0, the paper's v1
-    # data), the default run scored 0.649 (see README)
+    # recipe for short-answer benchmarks such as our evaluation; they lift relations and, at some training seeds,
+    # yes/no (vqa_questions=0 gives the paper's v1 data; docs/experiments.md)
     data: ToyDataConfig = field(default_factory=lambda: ToyDataConfig(n_train=6000, vqa_questions=8))
     vocab_size: int = 1024
     # lr 5e-4: at 2e-3 the contrastive loss can sit on its ln(batch) plateau for the whole run, depending on seed
-    # and tokenizer (measured; see README)
+    # and tokenizer (docs/experiments.md)
     clip: StageConfig = field(default_factory=lambda: StageConfig(steps=150, batch_size=128, lr=5e-4, warmup_ratio=0.1))
     lm: StageConfig = field(default_factory=lambda: StageConfig(steps=250, batch_size=32, lr=3e-3, warmup_ratio=0.05))
     # the paper: stage 1 = 1 epoch of captions, stage 2 = 3 epochs of instructions. Stage 1 keeps that; stage 2
     # runs ~1.7 epochs of the 12,000 records (6000 instruction + 6000 VQA), as many as fit the time budget. Batch
     # 8, not 32: the skills that need the question and the image together sit on a saddle, and the same records
-    # in 4x as many steps get further off it in the same time (measured: 0.633 against 0.592 overall; see README)
+    # in 4x as many steps get further off it in the same time (docs/experiments.md)
     stage1: StageConfig = field(default_factory=lambda: StageConfig(steps=100, batch_size=64, lr=2e-3))
     stage2: StageConfig = field(default_factory=lambda: StageConfig(steps=2600, batch_size=8, lr=1e-3))
     # "linear": the paper's single W. "mlp2x_gelu": LLaVA-1.5's Linear-GELU-Linear, which can say per visual token
@@ -62,9 +64,9 @@ class ToyConfig:
     seed: int = 0
     ablate_stage1: bool = True  # also train stage 2 from an untrained projector (report["no_stage1"])
     # independent stages (the two stage-0 models; stage 1+2 and the no-stage-1 ablation) run side by side in this
-    # many processes, the CPU's cores shared out between them. On 2 cores two 1-thread processes get through ~1.25x
-    # the work of one 2-thread process: these tiny models keep a second thread busy only part of the time
-    # (measured: the default run went from 818 s to 688 s). 1 = one stage after another, in this process
+    # many processes, the CPU's cores shared out between them. On 2 cores two 1-thread processes get through more
+    # work than one 2-thread process: these tiny models keep a second thread busy only part of the time
+    # (docs/experiments.md). 1 = one stage after another, in this process
     workers: int = 2
     model_overrides: dict = field(default_factory=dict)  # dotted-key changes to the "toy" preset, e.g. llm.n_layers
 
@@ -100,6 +102,9 @@ def quiet_lightning() -> None:
 
 
 def _trainer(steps: int, progress: bool, history: LossHistory) -> L.Trainer:
+    # tqdm's bar, not Lightning's default rich one: with max_steps and no max_epochs, the rich bar labels the
+    # epoch "Epoch 1/-2" (max_epochs is -1 there)
+    callbacks = [history, TQDMProgressBar()] if progress else [history]
     return L.Trainer(
         accelerator="cpu",
         devices=1,
@@ -109,7 +114,7 @@ def _trainer(steps: int, progress: bool, history: LossHistory) -> L.Trainer:
         enable_model_summary=False,
         enable_progress_bar=progress,
         num_sanity_val_steps=0,
-        callbacks=[history],
+        callbacks=callbacks,
     )
 
 

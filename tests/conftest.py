@@ -8,7 +8,7 @@ import pytest
 
 from minillava.conversation import TEMPLATES
 from minillava.data.dataset import record_turns
-from minillava.data.generate import ToyDataConfig, generate_toy_data
+from minillava.data.toy_data import ToyDataConfig, generate_toy_data
 from minillava.tokenizer import load_tokenizer, train_bpe_tokenizer
 from minillava.toy import StageConfig, ToyConfig, ToyRun
 

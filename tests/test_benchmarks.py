@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from minillava.data.generate import load_llava_json
+from minillava.data.validate import load_llava_json
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 

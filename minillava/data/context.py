@@ -20,6 +20,11 @@ Box = tuple[float, float, float, float]  # normalised x1, y1, x2, y2
 _BOX_LINE = re.compile(r"^([^:\[\]]+): \[(-?\d+(?:\.\d+)?), (-?\d+(?:\.\d+)?), (-?\d+(?:\.\d+)?), (-?\d+(?:\.\d+)?)\]$")
 
 
+def join_words(items: list[str]) -> str:
+    """Natural-language list: "a", "a and b", "a, b and c"."""
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
 def format_box(name: str, box: Box) -> str:
     """``red circle: [0.125, 0.300, 0.400, 0.575]``."""
     if ":" in name or "[" in name or "]" in name or "\n" in name or not name.strip():

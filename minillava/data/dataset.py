@@ -15,10 +15,11 @@ from open_clip import image_transform
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from ..conversation import IGNORE_INDEX, TEMPLATES, ConversationError, Example, pad_batch, tokenize_turns
+from ..constants import IGNORE_INDEX
+from ..conversation import TEMPLATES, ConversationError, Example, pad_batch, tokenize_turns
 from ..tokenizer import load_tokenizer
-from .generate import load_llava_json
-from .teacher import caption_lines
+from .context import caption_lines
+from .validate import load_llava_json
 
 # OpenAI CLIP's pixel statistics; our toy tower is trained with the same normalisation
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)

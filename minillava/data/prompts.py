@@ -25,9 +25,8 @@ import json
 import re
 from dataclasses import dataclass
 
+from minillava.constants import Turns
 from minillava.data.context import format_context
-
-Turns = list[tuple[str, str]]
 
 
 class TeacherReplyError(ValueError):

@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-IMAGE_TOKEN = "<image>"
+from minillava.constants import IMAGE_TOKEN
+
 KNOWN_FIELDS = ("id", "image", "conversations", "kind", "model")
 _OPTIONAL_STRINGS = ("image", "kind", "model")
 _WHITESPACE = re.compile(r"\s*")
@@ -135,8 +136,7 @@ def _iter_array(text: str, path: Path) -> Iterator[tuple[int, str, Any]]:
     """The elements of a JSON array one by one, so a syntax error can be pinned to a record."""
     decoder = json.JSONDecoder()
     counted = [0, 1]  # (position, line number there): positions only grow, so lines are counted on from the last
-    # call, not from the start of the file each time, which made loading quadratic in its size (32 s for 12,000
-    # records)
+    # call, not from the start of the file each time, which made loading quadratic in its size
 
     def where(pos: int) -> tuple[int, int]:
         last, line = counted

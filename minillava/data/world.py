@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageDraw
 
-from minillava.data.context import format_context
+from minillava.data.context import format_context, join_words
 
 SHAPES = ("circle", "square", "triangle")
 COLOURS = ("red", "green", "blue", "yellow")
@@ -73,7 +73,7 @@ class WorldConfig:
     image_size: int = 32
     n_columns: int = 4
     # 4, not 3: with 3 rows (10.7 px each) most objects straddle two of the toy CLIP's 8 px patch rows, and a
-    # visual token then holds half of one shape (the default run counted 0.93 instead of 1.00; see README)
+    # visual token then holds half of one shape, and counting suffers (docs/experiments.md)
     n_rows: int = 4
     min_objects: int = 1
     max_objects: int = 4
@@ -216,11 +216,6 @@ def render(scene: Scene, cfg: WorldConfig = WorldConfig()) -> Image.Image:
     return image
 
 
-def _join(items: list[str]) -> str:
-    """Natural-language list: "a", "a and b", "a, b and c"."""
-    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
-
-
 def _tally(values: list[str]) -> list[tuple[str, int]]:
     """(value, count) pairs, most common first, ties alphabetical: stable wording."""
     return sorted(Counter(values).items(), key=lambda kv: (-kv[1], kv[0]))
@@ -251,7 +246,7 @@ def captions(scene: Scene, cfg: WorldConfig = WorldConfig()) -> list[str]:
             ]
         )
         listing = rng.choice(
-            [f"From left to right: {_join(names)}.", f"Left to right, there is {_join(names)}."]
+            [f"From left to right: {join_words(names)}.", f"Left to right, there is {join_words(names)}."]
         )
 
     star = rng.choice(objs)  # the "salient" object this caption is about
@@ -265,11 +260,11 @@ def captions(scene: Scene, cfg: WorldConfig = WorldConfig()) -> list[str]:
         extras += [f"The only object is {star.colour}.", f"The shape is {star.size}."]
     else:
         parts = [f"{NUMBER_WORDS[k]} {'is' if k == 1 else 'are'} {c}" for c, k in _tally([o.colour for o in objs])]
-        extras.append(f"Of the shapes, {_join(parts)}.")
+        extras.append(f"Of the shapes, {join_words(parts)}.")
         parts = [f"{NUMBER_WORDS[k]} {'is' if k == 1 else 'are'} {z}" for z, k in _tally([o.size for o in objs])]
-        extras.append(f"By size, {_join(parts)}.")
+        extras.append(f"By size, {join_words(parts)}.")
     parts = [f"{NUMBER_WORDS[k]} {s if k == 1 else SHAPE_PLURALS[s]}" for s, k in _tally([o.shape for o in objs])]
-    extras.append(f"The image contains {_join(parts)}.")
+    extras.append(f"The image contains {join_words(parts)}.")
 
     return [count, listing, salient] + rng.sample(extras, rng.randint(0, 2))
 

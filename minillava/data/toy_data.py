@@ -1,0 +1,112 @@
+"""The toy run's data: the data pipeline's records, plus what only the toy run needs.
+
+`generate_toy_data` writes the stage-1 and stage-2 instruction records through the same pipeline as
+`minillava gen-data --toy` (``pipeline.py``: same scenes, same teacher, same seed, same records), and adds:
+- ``stage2.json``: after each image's instruction record, if `vqa_questions` > 0, one short-answer VQA record
+  (LLaVA-1.5 added academic VQA data to its stage-2 mix);
+- ``eval.json``: short-answer questions about held-out scenes, with exact answers;
+- ``lm.json``: a text-only corpus for the toy language model (stage 0): the teacher's data with the scene's
+  captions in place of the image;
+- ``contexts.json``: the symbolic context of every train and eval scene; ``images/``: train and eval images.
+
+A LLaVA record: {"id", "image", "conversations": [{"from": "human", "value": "<image>\\n..."},
+{"from": "gpt", "value": "..."}, ...]}; "<image>" appears once, at the start of the first turn.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from minillava.constants import PAPER_MIX, STAGE2_KINDS, check_mix
+from minillava.data.context import caption_lines
+from minillava.data.instructions import caption_pair
+from minillava.data.pipeline import generate_dataset, make_record, record_rng
+from minillava.data.sources import toy_source
+from minillava.data.teacher import ToyTeacher
+from minillava.data.validate import write_json
+from minillava.data.world import WorldConfig, make_scenes, render, symbolic_context
+
+
+@dataclass
+class ToyDataConfig:
+    n_train: int = 4000
+    n_eval: int = 200
+    n_lm: int = 6000
+    seed: int = 0
+    mix: tuple[float, float, float] = PAPER_MIX  # conv : detail : complex
+    world: WorldConfig = field(default_factory=WorldConfig)
+    # Questions per short-answer VQA record (LLaVA-1.5's VQAv2-style data: one record per train image, besides
+    # its instruction record). 0: the paper's v1 stage 2, instruction data only (see docs/experiments.md)
+    vqa_questions: int = 0
+    # Share of lm.json that is caption pairs; the rest follows `mix`. Captions are
+    # there so the language model has seen stage-1 text before stage 1.
+    lm_caption_share: float = 0.25
+
+    def __post_init__(self) -> None:
+        for name in ("n_train", "n_eval", "n_lm", "vqa_questions"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        check_mix(self.mix)
+        if not 0 <= self.lm_caption_share <= 1:
+            raise ValueError(f"lm_caption_share must be in [0, 1], got {self.lm_caption_share}")
+
+
+def vqa_record(teacher: ToyTeacher, scene_id: str, image: str, context: str, k: int, seed: int) -> dict:
+    """A LLaVA-1.5-style short-answer VQA record of up to `k` questions about one image (see
+    ``ToyTeacher.short_answers``)."""
+    rng = record_rng("vqa", seed, scene_id)
+    return make_record(f"{scene_id}-vqa", "vqa", teacher.short_answers(context, rng, k), image)
+
+
+def toy_data_files(out_dir: Path) -> dict[str, Path]:
+    """Where `generate_toy_data` puts each of its outputs in `out_dir` (see the module docstring)."""
+    out_dir = Path(out_dir)
+    return {"images": out_dir / "images"} | {name: out_dir / f"{name}.json"
+                                             for name in ("stage1", "stage2", "eval", "lm", "contexts")}
+
+
+def generate_toy_data(out_dir: Path, cfg: ToyDataConfig, progress: bool = False) -> dict[str, Path]:
+    """Write the toy run's data into `out_dir` from scratch (see the module docstring); returns the file paths."""
+    out_dir = Path(out_dir)
+    paths = toy_data_files(out_dir)
+    teacher = ToyTeacher(cfg.world.n_columns, cfg.world.n_rows)
+    source = toy_source(cfg.n_train, cfg.seed, cfg.world)
+    # the instruction and caption records: the data pipeline itself, as `minillava gen-data --toy` runs it
+    generate_dataset(source, out_dir, teacher, {"name": "toy"}, cfg.mix, cfg.seed, progress=progress, restart=True)
+
+    contexts = {im.id: im.context for im in source.images}
+    if cfg.vqa_questions:
+        stage2 = []
+        for record, im in zip(json.loads(paths["stage2"].read_text()), source.images, strict=True):
+            assert record["image"] == im.image, (record["id"], im.image)  # the pipeline writes in image order
+            stage2 += [record, vqa_record(teacher, im.id, im.image, im.context, cfg.vqa_questions, cfg.seed)]
+        write_json(paths["stage2"], stage2)
+
+    eval_items = []
+    for scene in make_scenes("eval", cfg.n_eval, cfg.seed, cfg.world):
+        context = contexts[scene.id] = symbolic_context(scene, cfg.world)
+        image = f"{scene.id}.png"
+        render(scene, cfg.world).save(paths["images"] / image)
+        for q in teacher.eval_questions(context, record_rng("eval", cfg.seed, scene.id)):
+            eval_items.append({"id": f"{scene.id}-{q.kind}", "image": image, "kind": q.kind,
+                               "question": q.question, "answer": q.answer})
+
+    # The LM corpus: the same teacher data, but the "image" is described in words.
+    lm_kinds = STAGE2_KINDS + ("caption",)
+    lm_weights = [w / sum(cfg.mix) * (1 - cfg.lm_caption_share) for w in cfg.mix] + [cfg.lm_caption_share]
+    lm_records = []
+    for scene in make_scenes("lm", cfg.n_lm, cfg.seed, cfg.world):
+        context = symbolic_context(scene, cfg.world)
+        rng = record_rng("lm", cfg.seed, scene.id)
+        kind = rng.choices(lm_kinds, weights=lm_weights)[0]
+        turns = [caption_pair(context, rng)] if kind == "caption" else teacher.respond(kind, context, rng)
+        # the scene is described to the LM by its captions only: the boxes are for the teacher, and they would
+        # triple the length of every sequence the toy LM trains on
+        description = "\n".join(caption_lines(context))
+        lm_records.append(make_record(f"{scene.id}-{kind}", kind, turns, None, prefix=description + "\n\n"))
+
+    for name, data in (("eval", eval_items), ("lm", lm_records), ("contexts", contexts)):
+        write_json(paths[name], data)
+    return paths
