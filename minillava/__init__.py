@@ -11,11 +11,11 @@ _EXPORTS = {
     "llava_preset": ".model",
     "VisionConfig": ".vision",
     "VisionTower": ".vision",
-    "export_hf_llava": ".checkpoints",
-    "load_hf_llama": ".checkpoints",
-    "load_hf_llava": ".checkpoints",
-    "load_llava": ".checkpoints",
-    "load_open_clip_vision": ".checkpoints",
+    "export_hf_llava": ".checkpoints.hf_llava",
+    "load_hf_llama": ".checkpoints.loaders",
+    "load_hf_llava": ".checkpoints.hf_llava",
+    "load_llava": ".checkpoints.loaders",
+    "load_open_clip_vision": ".checkpoints.loaders",
 }
 __all__ = sorted(_EXPORTS)
 __version__ = "0.1.0"

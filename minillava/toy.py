@@ -28,7 +28,8 @@ from .data.validate import load_llava_json
 from .evaluate import evaluate_exact_match
 from .model import llava_preset, override
 from .tokenizer import load_tokenizer, train_bpe_tokenizer
-from .training import ClipModule, LanguageModule, LlavaModule, LossHistory, load_weights
+from .checkpoints import load_weights
+from .training import ClipModule, LanguageModule, LlavaModule, LossHistory
 
 
 @dataclass
@@ -101,7 +102,7 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", module="lightning")
 
 
-def _trainer(steps: int, progress: bool, history: LossHistory) -> L.Trainer:
+def stage_trainer(steps: int, progress: bool, history: LossHistory) -> L.Trainer:
     # tqdm's bar, not Lightning's default rich one: with max_steps and no max_epochs, the rich bar labels the
     # epoch "Epoch 1/-2" (max_epochs is -1 there)
     callbacks = [history, TQDMProgressBar()] if progress else [history]
@@ -154,7 +155,7 @@ class ToyRun:
         history = LossHistory()
         t0 = time.perf_counter()
         self._log(f"[{name}] {stage.steps} steps, batch {stage.batch_size}, lr {stage.lr}")
-        _trainer(stage.steps, self.progress, history).fit(module, datamodule=datamodule)
+        stage_trainer(stage.steps, self.progress, history).fit(module, datamodule=datamodule)
         self.seconds[name] = time.perf_counter() - t0
         self.losses[name] = history.losses
         self._log(f"[{name}] done in {self.seconds[name]:.0f}s, final loss {sum(history.losses[-20:]) / max(1, len(history.losses[-20:])):.3f}")

@@ -12,16 +12,14 @@ safetensors files (`save_to` / `*_weights`), never as pickles.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any
 
 import lightning as L
 import open_clip
 import torch
 from open_clip.model import CLIPTextCfg
-from safetensors.torch import load_file, save_file
-from torch import nn
 
+from .checkpoints import load_weights, save_weights
 from .llama import Llama, LlamaConfig, causal_lm_loss
 from .model import Llava, LlavaConfig, llava_preset, override
 from .vision import VisionConfig
@@ -55,27 +53,6 @@ class _AdamWCosine(L.LightningModule):
         opt = torch.optim.AdamW(params, lr=h.lr, weight_decay=h.weight_decay, betas=tuple(h.betas), fused=fused)
         sched = cosine_with_warmup(opt, int(self.trainer.estimated_stepping_batches), h.warmup_ratio)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
-
-
-def load_weights(module: nn.Module, path: str | Path, what: str) -> None:
-    """Load a safetensors file into `module`; every key must match in name and shape."""
-    state = load_file(str(path))
-    own = module.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    if missing or unexpected:
-        raise ValueError(f"{what} weights {path}: missing keys {missing[:5]}, unexpected keys {unexpected[:5]}")
-    for key, tensor in state.items():
-        if tensor.shape != own[key].shape:
-            raise ValueError(f"{what} weights {path}: {key} has shape {tuple(tensor.shape)}, "
-                             f"model expects {tuple(own[key].shape)}")
-    module.load_state_dict(state)
-
-
-def save_weights(module: nn.Module, path: str | Path, exclude: tuple[str, ...] = ()) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items() if k not in exclude}
-    save_file(state, str(path))
 
 
 def apply_stage(model: Llava, stage: int) -> None:

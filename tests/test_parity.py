@@ -1,6 +1,6 @@
 """Parity with transformers on tiny random configurations: the same weights must give the same numbers.
 
-Weights travel through our key maps (checkpoints.py), as real checkpoints do: HF models are saved with
+Weights travel through our key maps (minillava/checkpoints/), as real checkpoints do: HF models are saved with
 `save_pretrained` and loaded by our loaders, and ours are exported and loaded by `from_pretrained`.
 """
 

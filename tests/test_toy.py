@@ -179,3 +179,30 @@ def test_run_model_overrides_rebuild_the_run_model(tiny_run, tiny_config, tmp_pa
     del report["config"]["projector"]  # a run folder from before the field
     (tmp_path / "report.json").write_text(json.dumps(report))
     assert run_model_overrides(tmp_path)["projector"] == "linear"
+
+
+def test_the_progress_bar_names_no_negative_epoch_count(capsys):
+    """Trained by steps (max_epochs unset), the toy stages once showed "Epoch 1/-2" in Lightning's rich bar."""
+    import lightning as L
+    import torch
+    from torch.utils.data import DataLoader
+
+    from minillava.toy import quiet_lightning, stage_trainer
+    from minillava.training import LossHistory
+
+    class Tiny(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(1))
+
+        def training_step(self, batch, batch_idx):
+            return (self.w * batch).pow(2).mean()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    quiet_lightning()
+    stage_trainer(5, progress=True, history=LossHistory()).fit(Tiny(), DataLoader(torch.ones(3, 1), batch_size=1))
+    shown = capsys.readouterr()
+    assert "Epoch 1" in shown.err + shown.out
+    assert "/-" not in shown.err + shown.out

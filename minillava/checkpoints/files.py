@@ -1,0 +1,141 @@
+"""Checkpoint files on disk: reading the tensors of a file or folder safely, and our own safetensors weights.
+
+- `CheckpointFiles`, `weight_files`, `read_json`: the tensors and config of a checkpoint in any of the formats the
+  loaders read (safetensors, or .bin/.pt state dicts read with `weights_only=True`: nothing is ever unpickled).
+- `load_weights`, `save_weights`: the safetensors files that carry weights between the training stages (our own key
+  names, checked key by key and shape by shape).
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+PathLike = str | Path
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Reading tensors safely
+
+
+class CheckpointFiles(Mapping[str, torch.Tensor]):
+    """The tensors of a checkpoint file or folder (shards + index), read lazily, keys renamed by `rename`.
+
+    safetensors files are memory-mapped tensor by tensor; .bin/.pt files are read with `weights_only=True`.
+    """
+
+    def __init__(self, path: PathLike, rename: Callable[[str], str] = lambda k: k) -> None:
+        self.path = Path(path)
+        self.files = weight_files(self.path)
+        self._where: dict[str, tuple[Path, str]] = {}  # our key name -> (file, key in that file)
+        self._pickled: dict[Path, dict[str, torch.Tensor]] = {}
+        for file in self.files:
+            for key in self._file_keys(file):
+                name = rename(key)
+                if name in self._where:
+                    raise ValueError(f"{self.path}: key {key!r} appears twice (as {name!r}) in {file.name} and "
+                                     f"{self._where[name][0].name}")
+                self._where[name] = (file, key)
+
+    def _file_keys(self, file: Path) -> list[str]:
+        if file.suffix == ".safetensors":
+            with safe_open(str(file), "pt") as f:
+                return list(f.keys())
+        return list(self._load_pickled(file))
+
+    def _load_pickled(self, file: Path) -> dict[str, torch.Tensor]:
+        if file not in self._pickled:
+            try:
+                try:
+                    obj = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+                except RuntimeError:  # legacy (non-zip) files cannot be memory-mapped
+                    obj = torch.load(file, map_location="cpu", weights_only=True)
+            except pickle.UnpicklingError as exc:
+                raise ValueError(f"{file}: not a plain state dict of tensors, refused without unpickling it (a "
+                                 f"TorchScript file such as OpenAI's ViT-L-14.pt is not supported; use the "
+                                 f"open_clip or safetensors release): {exc}") from None
+            if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):  # a training checkpoint
+                obj = obj["state_dict"]
+            if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+                raise ValueError(f"{file}: expected a dict of tensors (a state dict)")
+            self._pickled[file] = obj
+        return self._pickled[file]
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        file, key = self._where[name]
+        if file.suffix == ".safetensors":
+            with safe_open(str(file), "pt") as f:
+                return f.get_tensor(key)
+        return self._load_pickled(file)[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._where)
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+    def __repr__(self) -> str:
+        return str(self.path)
+
+
+def weight_files(path: Path) -> list[Path]:
+    """The weight files of a checkpoint: the file itself, the shards an index names, or the files in a folder.
+
+    safetensors win over .bin when a folder has both (hub repositories often ship both).
+    """
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
+        index = path / index_name
+        if index.exists():
+            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+            missing = [s for s in shards if not (path / s).exists()]
+            if missing:
+                raise FileNotFoundError(f"{index}: shard {missing[0]} is missing")
+            return [path / s for s in shards]
+    for pattern in ("*.safetensors", "*.bin"):
+        files = sorted(path.glob(pattern))
+        if files:
+            return files
+    raise FileNotFoundError(f"{path}: no weight files (*.safetensors or *.bin)")
+
+
+def read_json(path: Path) -> dict:
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist")
+    return json.loads(path.read_text())
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Our weights between training stages
+
+
+def load_weights(module: nn.Module, path: str | Path, what: str) -> None:
+    """Load a safetensors file into `module`; every key must match in name and shape."""
+    state = load_file(str(path))
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    if missing or unexpected:
+        raise ValueError(f"{what} weights {path}: missing keys {missing[:5]}, unexpected keys {unexpected[:5]}")
+    for key, tensor in state.items():
+        if tensor.shape != own[key].shape:
+            raise ValueError(f"{what} weights {path}: {key} has shape {tuple(tensor.shape)}, "
+                             f"model expects {tuple(own[key].shape)}")
+    module.load_state_dict(state)
+
+
+def save_weights(module: nn.Module, path: str | Path, exclude: tuple[str, ...] = ()) -> None:
+    """Save `module`'s state dict, less the keys in `exclude`, as a safetensors file (its folder is created)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items() if k not in exclude}
+    save_file(state, str(path))
