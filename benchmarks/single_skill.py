@@ -27,9 +27,10 @@ from pathlib import Path
 
 import torch
 
+from minillava.constants import SHORT_ANSWER
 from minillava.conversation import TEMPLATES
 from minillava.data.dataset import LlavaDataModule
-from minillava.data.teacher import SHORT_ANSWER, ToyTeacher
+from minillava.data.teacher import ToyTeacher
 from minillava.evaluate import chance_accuracy, evaluate_exact_match
 from minillava.tokenizer import IMAGE_TOKEN, load_tokenizer
 from minillava.toy import run_model_overrides

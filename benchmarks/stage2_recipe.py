@@ -32,9 +32,9 @@ from pathlib import Path
 import torch
 
 from minillava.conversation import TEMPLATES
-from minillava.data.generate import load_llava_json, toy_data_files, vqa_record
 from minillava.data.teacher import ToyTeacher
-from minillava.data.validate import write_json
+from minillava.data.toy_data import toy_data_files, vqa_record
+from minillava.data.validate import load_llava_json, write_json
 from minillava.toy import StageConfig, ToyConfig, ToyRun, quiet_lightning
 
 

@@ -9,10 +9,11 @@ import threading
 import pytest
 from chat_stub import Action, ChatStub, reply
 
+from minillava.constants import STAGE2_KINDS
 from minillava.data.chat_teacher import ChatTeacher, TeacherError
 from minillava.data.context import box_lines, caption_lines
+from minillava.data.instructions import DETAIL_INSTRUCTIONS
 from minillava.data.prompts import PROMPTS, SYSTEM, TeacherReplyError, format_reply, parse_reply
-from minillava.data.teacher import DETAIL_INSTRUCTIONS, STAGE2_KINDS
 from minillava.data.world import make_scene, symbolic_context
 
 KEY = "sk-test-0123456789-secret"

@@ -26,8 +26,9 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 
-from minillava.data.prompts import PROMPTS, Prompt, Turns, parse_reply
-from minillava.data.teacher import DETAIL_INSTRUCTIONS, STAGE2_KINDS
+from minillava.constants import STAGE2_KINDS, Turns
+from minillava.data.instructions import DETAIL_INSTRUCTIONS
+from minillava.data.prompts import PROMPTS, Prompt, parse_reply
 
 log = logging.getLogger(__name__)
 
