@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import tempfile
 import time
 from pathlib import Path
@@ -52,9 +51,9 @@ def recipe_config(run: Path, steps: int, batch: int, lr: float, projector: str |
                      stage2=StageConfig(steps, batch, lr, saved["stage2"]["warmup_ratio"]))
 
 
-def with_vqa(run_data: Path, out_data: Path, k: int, teacher: ToyTeacher | None = None) -> None:
+def with_vqa(run_data: Path, out_data: Path, k: int, teacher: ToyTeacher | None = None, seed: int = 0) -> None:
     """`out_data`: RUN's data folder through symlinks, except stage2.json: RUN's instruction records, then one
-    VQA record of up to `k` questions per training image (from contexts.json)."""
+    VQA record of up to `k` questions per training image (from contexts.json), as the run's data `seed` writes it."""
     out_data.mkdir(parents=True)
     for entry in run_data.iterdir():
         if entry.name != "stage2.json":
@@ -64,7 +63,7 @@ def with_vqa(run_data: Path, out_data: Path, k: int, teacher: ToyTeacher | None 
     teacher, images = teacher or ToyTeacher(), {r["image"] for r in records}
     for scene, context in contexts.items():
         if f"{scene}.png" in images:  # training scenes only: the held-out ones have no instruction record
-            records.append(vqa_record(teacher, scene, f"{scene}.png", context, k, random.Random(f"vqa/{scene}")))
+            records.append(vqa_record(teacher, scene, f"{scene}.png", context, k, seed))
     write_json(toy_data_files(out_data)["stage2"], records)
 
 
@@ -73,9 +72,10 @@ def scratch_run(run: Path, out: Path, cfg: ToyConfig, vqa: int = 0) -> ToyRun:
     (out / "weights").mkdir(parents=True, exist_ok=True)
     (out / "tokenizer").symlink_to((run / "tokenizer").resolve(), target_is_directory=True)
     if vqa:
-        world = json.loads((run / "report.json").read_text())["config"]["data"]["world"]
+        data = json.loads((run / "report.json").read_text())["config"]["data"]
+        world = data["world"]
         # runs from before the 4 x 4 grid had 3 rows; their saved config has no n_rows
-        with_vqa(run / "data", out / "data", vqa, ToyTeacher(world["n_columns"], world.get("n_rows", 3)))
+        with_vqa(run / "data", out / "data", vqa, ToyTeacher(world["n_columns"], world.get("n_rows", 3)), data["seed"])
     else:
         (out / "data").symlink_to((run / "data").resolve(), target_is_directory=True)
     for name in ("vision", "llm"):

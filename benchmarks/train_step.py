@@ -4,8 +4,10 @@ One step = forward + loss + backward with a stage's trainable set (stage 2: proj
 only; the vision tower always frozen), as `LlavaModule.training_step` runs it, on a real batch of the toy pipeline's
 data for that stage (generated offline in a few seconds). Both models get the same weights (exported with `export_hf_llava`) and must give the same loss and
 gradients; they are timed in the same process, alternating, after warm-up, and the median of the repeats is reported.
-Also timed: ours with every row computing the system message itself (`Llava.share_prefix = False`), and the AdamW
-step after the backward pass, fused (as training runs it) and per tensor.
+Also timed: ours with packing (minillava/packing.py) partly and wholly switched off: every row computing the system
+message itself (`llm.share_prefix = False`), and the reference path that also runs the token-wise layers on padding
+(`llm.pack_tokens = False` too); and the AdamW step after the backward pass, fused (as training runs it) and per
+tensor.
 
     python benchmarks/train_step.py                      # stage 2, batch 8, as the toy recipe
     python benchmarks/train_step.py --stage 1 --batch 64  # stage 1, as the toy recipe
@@ -25,11 +27,11 @@ import torch
 import transformers
 
 from minillava import Llava, export_hf_llava
-from minillava.llama import shared_prefix_length
 from minillava.conversation import TEMPLATES
 from minillava.data.dataset import LengthGroupedBatchSampler, LlavaDataset, record_turns
-from minillava.data.generate import ToyDataConfig, generate_toy_data
+from minillava.data.toy_data import ToyDataConfig, generate_toy_data
 from minillava.model import llava_preset, override
+from minillava.packing import shared_prefix_length
 from minillava.tokenizer import load_tokenizer, train_bpe_tokenizer
 from minillava.training import apply_stage
 
@@ -99,10 +101,15 @@ def main() -> None:
         ours.zero_grad(set_to_none=True)
         ours(**batch, return_logits=False)["loss"].backward()  # what LlavaModule.training_step runs
 
-    def ours_unshared_step() -> None:  # every row computes the system message that all rows begin with
-        ours.share_prefix = False
-        ours_step()
-        ours.share_prefix = True
+    def switched(pack_tokens: bool, share_prefix: bool):
+        def step() -> None:
+            llm = ours.cfg.llm
+            llm.pack_tokens, llm.share_prefix = pack_tokens, share_prefix
+            try:
+                ours_step()
+            finally:
+                llm.pack_tokens = llm.share_prefix = True
+        return step
 
     def theirs_step() -> None:
         theirs.zero_grad(set_to_none=True)
@@ -119,7 +126,10 @@ def main() -> None:
     for _ in range(args.warmup):
         ours_step()
         theirs_step()
-    med = alternate({"ours": ours_step, "ours, unshared": ours_unshared_step, "transformers": theirs_step}, args.repeats)
+    med = alternate({"ours": ours_step,
+                     "ours, unshared": switched(True, False),  # every row computes the system message itself
+                     "ours, reference": switched(False, False),  # no packing: padding computed too
+                     "transformers": theirs_step}, args.repeats)
     # the optimiser step that follows each backward pass (LlavaModule: AdamW, fused where it can be)
     params = [p for p in ours.parameters() if p.requires_grad]
     adam = {"fused": torch.optim.AdamW(params, lr=1e-6, fused=True),
@@ -133,13 +143,14 @@ def main() -> None:
           f"loss {a:.4f} (both), {torch.get_num_threads()} thread(s), torch {torch.__version__}, "
           f"transformers {transformers.__version__}")
     for k, (wall, cpu) in med.items():
-        print(f"{k:>13}: {1000 * wall:7.1f} ms wall, {1000 * cpu:7.1f} ms CPU per training step "
+        print(f"{k:>15}: {1000 * wall:7.1f} ms wall, {1000 * cpu:7.1f} ms CPU per training step "
               f"(medians of {args.repeats})")
-    for other in ("transformers", "ours, unshared"):
+    for other in ("transformers", "ours, unshared", "ours, reference"):
         ratio = [med["ours"][i] / med[other][i] for i in (0, 1)]
         print(f"ratio ours / {other}: {ratio[0]:.2f} (wall), {ratio[1]:.2f} (CPU)")
     shared = shared_prefix_length(batch["input_ids"], batch["attention_mask"], image_id)
-    print(f"shared prefix: {shared} tokens of each row, {(b - 1) * shared} of {real} real tokens computed once")
+    print(f"shared prefix: {shared} tokens of each row, {(b - 1) * shared} of {real} real tokens computed once; "
+          f"padding: {b * t - real} of {b * t} positions")
     print("AdamW step: " + ", ".join(f"{k} {1000 * v:.1f} ms CPU" for k, v in adam_med.items())
           + f" (ratio {adam_med['fused'] / adam_med['per-tensor']:.2f})")
 

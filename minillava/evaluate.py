@@ -12,12 +12,11 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from .constants import IMAGE_TOKEN, SHORT_ANSWER
 from .conversation import TEMPLATES, pad_batch, tokenize_text
 from .data.dataset import clip_transform, load_image
-from .data.teacher import SHORT_ANSWER
 from .generate import SamplingConfig, generate
 from .model import Llava
-from .tokenizer import IMAGE_TOKEN
 
 
 def normalise(answer: str) -> str:

@@ -18,6 +18,9 @@ import torch.nn.functional as F
 from einops import rearrange, repeat
 from torch import nn
 
+from .constants import IGNORE_INDEX
+from .packing import packed_hidden_states, plan_packing
+
 
 @dataclass
 class LlamaConfig:
@@ -31,6 +34,10 @@ class LlamaConfig:
     rope_theta: float = 10000.0
     norm_eps: float = 1e-6
     init_std: float = 0.02
+    # speed only, the same loss and gradients (minillava/packing.py): token-wise layers skip padding, and a prefix
+    # that every row of a batch shares (the system message) is computed once. Both False: the reference path only
+    pack_tokens: bool = True
+    share_prefix: bool = True
 
     def __post_init__(self) -> None:
         if self.n_kv_heads is None:
@@ -113,55 +120,6 @@ class KVCache:
         return k, v
 
 
-class Packing:
-    """Where the real tokens of a padded (b, t) batch are, so that token-wise layers skip the padding.
-
-    Norms, projections and MLPs see only the n real tokens, (n, d); attention, which needs whole rows, unpacks them
-    into the padded (b, t) layout (zeros at padding, which causality or the mask keeps away from real rows). A
-    length-grouped LLaVA batch is still ~10% padding; this is the work it saves.
-
-    With `shared_prefix` = P > 0 every row begins with the same P tokens at the same positions (the template's
-    system message), so their states are the same in every row: rows 1.. keep none of them, and unpacking copies
-    row 0's into every row. Autograd sums the copies' gradients back into row 0's, so the loss and gradients are
-    those of the full batch, for (b - 1) P fewer token-wise rows (the v0 system message is ~30 of ~120 tokens).
-    """
-
-    def __init__(self, attention_mask: torch.Tensor, shared_prefix: int = 0) -> None:
-        self.b, self.t = attention_mask.shape
-        keep = attention_mask.bool().clone()  # (b, t) positions that hold a packed row
-        keep[1:, :shared_prefix] = False
-        self.index = keep.flatten().nonzero().squeeze(1)  # (n,) flat positions of the packed rows
-        n = self.index.numel()
-        # where each (b, t) position reads its row from: its own packed row, row 0's for the shared prefix, or
-        # row n (an extra zero row) for padding
-        slot = torch.full((self.b * self.t,), n, dtype=torch.long, device=attention_mask.device)
-        slot[self.index] = torch.arange(n, device=attention_mask.device)
-        slot = slot.view(self.b, self.t)
-        slot[1:, :shared_prefix] = slot[:1, :shared_prefix]
-        self.slot = slot.flatten()
-
-    def pack(self, x: torch.Tensor) -> torch.Tensor:  # (b, t, ...) -> (n, ...)
-        return x.flatten(0, 1)[self.index]
-
-    def unpack(self, x: torch.Tensor) -> torch.Tensor:  # (n, ...) -> (b, t, ...), zeros at padding
-        padded = torch.cat([x, x.new_zeros(1, *x.shape[1:])])  # (n + 1, ...)
-        return padded[self.slot].unflatten(0, (self.b, self.t))
-
-
-def shared_prefix_length(input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
-                         stop_id: int | None = None) -> int:
-    """How many leading positions hold the same real token in every row of (b, t) `input_ids`, up to the first
-    `stop_id` (an image placeholder: the same id, but each row's own picture behind it)."""
-    if input_ids.shape[0] < 2:
-        return 0
-    same = (input_ids == input_ids[:1]).all(0)  # (t,)
-    if attention_mask is not None:
-        same &= attention_mask.bool().all(0)
-    if stop_id is not None:
-        same &= input_ids[0] != stop_id
-    return int(same.long().cumprod(0).sum())
-
-
 class Attention(nn.Module):
     def __init__(self, cfg: LlamaConfig) -> None:
         super().__init__()
@@ -173,17 +131,18 @@ class Attention(nn.Module):
 
     def forward(
         self,
-        x: torch.Tensor,  # (b, t, d), or (n, d) real tokens with `packing`
+        x: torch.Tensor,  # (b, t, d)
         cos: torch.Tensor,
         sin: torch.Tensor,
         mask: torch.Tensor | None,  # (b, 1, t, s) bool, True = may attend; None = plain causal
         cache: KVCache | None = None,
         layer: int = 0,
-        packing: Packing | None = None,
     ) -> torch.Tensor:
         q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)  # Alg 8, line 1
-        if packing is not None:  # attention needs whole rows
-            q, k, v = packing.unpack(q), packing.unpack(k), packing.unpack(v)
+        return self.o_proj(self.attend(q, k, v, cos, sin, mask, cache, layer))  # Alg 8, line 7
+
+    def attend(self, q, k, v, cos, sin, mask, cache=None, layer=0) -> torch.Tensor:
+        """The attention itself, on projected rows: q (b, t, h e), k and v (b, t, k e) -> (b, t, h e)."""
         q = rearrange(q, "b t (h e) -> b h t e", h=self.n_heads)
         k = rearrange(k, "b t (k e) -> b k t e", k=self.n_kv_heads)
         v = rearrange(v, "b t (k e) -> b k t e", k=self.n_kv_heads)
@@ -199,10 +158,7 @@ class Attention(nn.Module):
             out = F.scaled_dot_product_attention(q, k, v, is_causal=q.shape[2] > 1)
         else:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        out = rearrange(out, "b h t e -> b t (h e)")
-        if packing is not None:
-            out = packing.pack(out)
-        return self.o_proj(out)  # Alg 8, line 7
+        return rearrange(out, "b h t e -> b t (h e)")
 
 
 class MLP(nn.Module):
@@ -227,8 +183,8 @@ class DecoderBlock(nn.Module):
         self.post_attention_layernorm = RMSNorm(cfg.d_model, cfg.norm_eps)
         self.mlp = MLP(cfg)
 
-    def forward(self, x, cos, sin, mask, cache=None, layer=0, packing=None):
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, layer, packing)  # Alg 10, line 1
+    def forward(self, x, cos, sin, mask, cache=None, layer=0):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, layer)  # Alg 10, line 1
         return x + self.mlp(self.post_attention_layernorm(x))  # Alg 10, lines 2-3
 
 
@@ -250,6 +206,27 @@ def _right_padded(attention_mask: torch.Tensor) -> bool:
     """True if every row is real tokens then padding. Causal attention alone is then exact for the real
     positions (pads come after them), so training batches can take SDPA's fast is_causal path."""
     return bool((attention_mask[:, 1:] <= attention_mask[:, :-1]).all())
+
+
+def position_ids_for(attention_mask: torch.Tensor | None, b: int, t: int, past: int,
+                     device: torch.device) -> torch.Tensor:
+    """(b, t) positions of the t new tokens: with a padding mask (b, s), each row counts its own real tokens, so
+    left padding shifts nothing; without one, positions run on from the `past` positions in the cache."""
+    if attention_mask is not None:  # Alg 2, line 5: count real tokens so each row starts at position 0
+        return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -t:]
+    return torch.arange(past, past + t, device=device).expand(b, t)
+
+
+def decoder_mask(attention_mask: torch.Tensor | None, b: int, t: int, past: int,
+                 device: torch.device) -> torch.Tensor | None:
+    """The causal and padding mask in the form SDPA takes: None = plain causal (SDPA's fast is_causal path), else
+    an explicit (b, 1, t, s) bool mask."""
+    padded = attention_mask is not None and not bool(attention_mask.all())
+    if padded and not (past == 0 and _right_padded(attention_mask)):
+        return attention_mask_4d(attention_mask, t)  # Alg 2, line 6
+    if past and t > 1:  # prefill on top of a cache: causal offset that is_causal cannot express
+        return attention_mask_4d(torch.ones(b, past + t, dtype=torch.bool, device=device), t)
+    return None
 
 
 class Llama(nn.Module):
@@ -282,53 +259,43 @@ class Llama(nn.Module):
 
     def hidden_states(self, input_ids=None, inputs_embeds=None, attention_mask=None, position_ids=None, cache=None,
                       shared_prefix: int | None = None):
-        """Final hidden states (b, t, d). `shared_prefix`: how many leading positions every row shares (see
-        Packing); found from `input_ids` if not given, 0 (none) for `inputs_embeds` alone."""
+        """Algorithm 2, lines 5-8: the final hidden states (b, t, d) of token ids or of embeddings (LLaVA's, with
+        the visual tokens spliced in). With a `cache` (generation) only the new positions are computed, and
+        `attention_mask` covers the cached ones too.
+
+        A full forward of a batch with padding, or with a prefix that every row shares, takes the packed path
+        instead of the loop below: the same states at every real position for less work (minillava/packing.py;
+        switched by `LlamaConfig.pack_tokens` and `share_prefix`). `shared_prefix`: that prefix's length, found
+        from `input_ids` if not given.
+        """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids and inputs_embeds")
-        if shared_prefix is None:
-            shared = input_ids is not None and cache is None  # with a cache, only new positions are computed
-            shared_prefix = shared_prefix_length(input_ids, attention_mask) if shared else 0
         x = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds  # (b, t, d); Alg 5, line 1
         b, t, _ = x.shape
         past = 0 if cache is None else cache.length
         if position_ids is None:
-            if attention_mask is not None:  # Alg 2, line 5: count real tokens so each row starts at position 0
-                position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -t:]
-            else:
-                position_ids = torch.arange(past, past + t, device=x.device).expand(b, t)
+            position_ids = position_ids_for(attention_mask, b, t, past, x.device)  # Alg 2, line 5
         cos, sin = self.rotary(position_ids)
-        mask = None  # Alg 2, line 6: None = plain causal (SDPA's is_causal), else an explicit (b, 1, t, s) mask
-        if attention_mask is not None and not bool(attention_mask.all()) and not (past == 0 and _right_padded(attention_mask)):
-            mask = attention_mask_4d(attention_mask, t)
-        elif past and t > 1:  # prefill on top of a cache: causal offset that is_causal cannot express
-            mask = attention_mask_4d(torch.ones(b, past + t, dtype=torch.bool, device=x.device), t)
-        # a full forward of a padded batch (training, evaluation) runs its token-wise layers on real tokens only,
-        # and on one copy of the prefix that all rows share
-        packing = None
-        if cache is None and (shared_prefix > 0 or (attention_mask is not None and not bool(attention_mask.all()))):
-            if shared_prefix and attention_mask is not None and not bool(attention_mask[:, :shared_prefix].all()):
-                raise ValueError(f"shared_prefix={shared_prefix}, but some row has padding in its first "
-                                 f"{shared_prefix} positions")
-            packing = Packing(attention_mask if attention_mask is not None else x.new_ones(b, t, dtype=torch.bool),
-                              shared_prefix)
-            x = packing.pack(x)  # (n, d)
+        mask = decoder_mask(attention_mask, b, t, past, x.device)  # Alg 2, line 6
+        if cache is None:  # the optimisation, in its own module: skip padding, compute a shared prefix once
+            packing = plan_packing(self.cfg, x, input_ids, attention_mask, shared_prefix)
+            if packing is not None:
+                return packed_hidden_states(self, x, cos, sin, mask, packing)  # (b, t, d), zeros at padding
         for i, block in enumerate(self.layers):
-            x = block(x, cos, sin, mask, cache, i, packing)  # Alg 2, line 7
-        x = self.norm(x)  # Alg 2, line 8
-        return x if packing is None else packing.unpack(x)  # (b, t, d), zeros at padding
+            x = block(x, cos, sin, mask, cache, i)  # Alg 2, line 7
+        return self.norm(x)  # Alg 2, line 8
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
 
 def _supervised_targets(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Labels are unshifted with -100 where unsupervised: row t predicts labels[t + 1]. Returns the targets (b, t-1)
-    and which of them are supervised."""
+    """Labels are unshifted with IGNORE_INDEX where unsupervised: row t predicts labels[t + 1]. Returns the targets
+    (b, t-1) and which of them are supervised."""
     targets = labels[:, 1:]
-    keep = targets != -100
+    keep = targets != IGNORE_INDEX
     if not bool(keep.any()):
-        raise ValueError("batch has no supervised tokens (every label is -100)")
+        raise ValueError(f"batch has no supervised tokens (every label is {IGNORE_INDEX})")
     return targets, keep
 
 

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field, replace
 import torch
 from torch import nn
 
-from .llama import KVCache, Llama, LlamaConfig, causal_lm_loss, shared_prefix_length, supervised_lm_loss
+from .llama import KVCache, Llama, LlamaConfig, causal_lm_loss, supervised_lm_loss
+from .packing import shared_prefix_length
 from .projector import build_projector
 from .vision import VisionConfig, VisionTower
 
@@ -38,7 +39,16 @@ class Llava(nn.Module):
         self.vision = VisionTower(cfg.vision)
         self.projector = build_projector(cfg.projector, cfg.vision.width, cfg.llm.d_model)
         self.llm = Llama(cfg.llm)
-        self.share_prefix = True  # compute a system message that every row of a batch begins with once (Packing)
+
+    @property
+    def share_prefix(self) -> bool:
+        """`cfg.llm.share_prefix`: compute a system message that every row of a batch begins with once
+        (minillava/packing.py). Setting it sets the config field."""
+        return self.cfg.llm.share_prefix
+
+    @share_prefix.setter
+    def share_prefix(self, value: bool) -> None:
+        self.cfg.llm.share_prefix = value
 
     def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Algorithm 1: pixels (m, c, H, W) -> visual tokens H_v (m, n, d) in the LLM's embedding space."""
@@ -87,10 +97,9 @@ class Llava(nn.Module):
         if labels is None and not return_logits:
             raise ValueError("return_logits=False needs labels: there would be nothing to return")
         x = self.embed(input_ids, pixel_values)
-        # rows that begin with the same text (the system message) compute it once: up to the first image slot,
-        # behind which each row has its own picture
-        shared = (shared_prefix_length(input_ids, attention_mask, self.cfg.image_token_id)
-                  if self.share_prefix and cache is None else 0)
+        # for packing (minillava/packing.py, where switched on): the text that every row begins with (the system
+        # message) ends at the first image slot, behind which each row has its own picture
+        shared = shared_prefix_length(input_ids, attention_mask, stop_id=self.cfg.image_token_id)
         hidden = self.llm.hidden_states(inputs_embeds=x, attention_mask=attention_mask, cache=cache,
                                         shared_prefix=shared)  # (b, t, d)
         out = {}

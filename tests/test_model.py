@@ -1,11 +1,11 @@
-"""Shapes, padding, caching and the splice of visual tokens (Algorithms 1 and 2)."""
+"""Shapes, padding, caching and the splice of visual tokens (Algorithms 1 and 2); packing: test_packing.py."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from minillava.llama import KVCache, Llama, LlamaConfig, shared_prefix_length
+from minillava.llama import KVCache, Llama, LlamaConfig
 from minillava.model import Llava, llava_preset, override
 from minillava.projector import build_projector
 from minillava.vision import VisionTower, VISION_PRESETS
@@ -140,42 +140,3 @@ def test_training_loss_skips_unsupervised_logits_with_the_same_value_and_gradien
         torch.testing.assert_close(full, supervised_only)
     with pytest.raises(ValueError, match="needs labels"):
         model(ids, pixels, return_logits=False)
-
-
-def test_shared_prefix_length_stops_at_the_first_difference_padding_or_image_slot():
-    ids = torch.tensor([[1, 2, 3, 4, 9, 9], [1, 2, 3, 5, 9, 0]])
-    assert shared_prefix_length(ids, None) == 3
-    assert shared_prefix_length(ids, None, stop_id=3) == 2  # the image slot: same id, different pictures
-    mask = torch.ones_like(ids)
-    mask[1, 1:] = 0
-    assert shared_prefix_length(ids, mask) == 1
-    assert shared_prefix_length(ids[:1], None) == 0  # one row: nothing to share
-
-
-def test_a_shared_system_prefix_is_computed_once_with_the_same_loss_and_gradients():
-    model = tiny_llava()
-    torch.manual_seed(1)
-    ids = torch.randint(5, 64, (3, 40))
-    ids[:, :7] = ids[0, :7]  # the same "system message" in every row
-    ids[:, 8:24] = model.cfg.image_token_id  # then an image, whose visual tokens differ per row
-    mask = torch.ones_like(ids)
-    mask[1, 30:], mask[2, 35:] = 0, 0  # right padding, as in training
-    labels = torch.where(mask.bool(), ids, torch.full_like(ids, -100))
-    labels[:, :24] = -100
-    pixels = torch.randn(3, 3, 32, 32)
-    assert shared_prefix_length(ids, mask, model.cfg.image_token_id) == 7  # < 8: row 0 may differ at 7 by chance
-    runs = []
-    for share in (True, False):
-        model.share_prefix = share  # False: the same batch with every row computing its own prefix
-        model.zero_grad()
-        out = model(ids, pixels, attention_mask=mask, labels=labels)
-        out["loss"].backward()
-        runs.append([out["loss"].detach(), out["logits"][mask.bool()].detach()]
-                    + [p.grad.clone() for p in model.parameters() if p.grad is not None])
-    for shared, separate in zip(*runs):
-        torch.testing.assert_close(shared, separate, atol=1e-5, rtol=1e-4)
-    # the text-only LLM finds the prefix from its ids itself; padding inside a claimed prefix is refused
-    logits = model.llm(ids, attention_mask=mask)
-    torch.testing.assert_close(logits[1, :30], model.llm(ids[1:, :30])[0], atol=1e-5, rtol=1e-4)
-    with pytest.raises(ValueError, match="padding in its first 40"):
-        model.llm.hidden_states(ids, attention_mask=mask, shared_prefix=40)

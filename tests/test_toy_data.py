@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from minillava.cli import gen_data_main
+from minillava.constants import IMAGE_TOKEN, SHORT_ANSWER
+from minillava.data.questions import EVAL_KINDS
 from minillava.data.toy_data import ToyDataConfig, generate_toy_data
-from minillava.data.validate import load_llava
+from minillava.data.validate import load_llava, load_llava_json
 
 
 def test_toy_run_and_gen_data_write_the_same_records(tmp_path, capsys):
@@ -50,3 +53,58 @@ def test_toy_data_is_valid_llava_json_and_regenerates_over_an_older_run(tmp_path
 def test_bad_config_is_refused(field, value):
     with pytest.raises(ValueError, match=field if field != "mix" else "mix must be"):
         ToyDataConfig(**{field: value})
+
+
+TINY = ToyDataConfig(n_train=24, n_eval=10, n_lm=40, seed=5, vqa_questions=4)
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    return generate_toy_data(tmp_path_factory.mktemp("a"), TINY)
+
+
+def _all_files(root):
+    return {p.relative_to(root): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_generate_is_deterministic(tiny_data, tmp_path):
+    again = generate_toy_data(tmp_path, TINY)
+    a, b = _all_files(tiny_data["stage1"].parent), _all_files(again["stage1"].parent)
+    assert sum(p.parts[0] == "images" for p in a) == TINY.n_train + TINY.n_eval
+    # summary.json describes the run (its seconds, its folder), not the data
+    assert a.pop(Path("summary.json")) and b.pop(Path("summary.json"))
+    assert a == b
+
+
+def test_generated_records_are_valid(tiny_data):
+    stage1, stage2 = load_llava_json(tiny_data["stage1"]), load_llava_json(tiny_data["stage2"])
+    lm = load_llava_json(tiny_data["lm"])
+    assert len(stage1) == TINY.n_train and len(lm) == TINY.n_lm
+    for r in stage1 + stage2:
+        assert (tiny_data["images"] / r["image"]).is_file()
+        assert r["conversations"][0]["value"].startswith(IMAGE_TOKEN + "\n")
+    assert all(r["id"] == f"{r['image'][:-4]}-{r['kind']}" for r in stage2)
+    # one instruction record and one short-answer VQA record per train image
+    instruct = [r for r in stage2 if r["kind"] != "vqa"]
+    vqa = [r for r in stage2 if r["kind"] == "vqa"]
+    assert len(instruct) == len(vqa) == TINY.n_train
+    assert {r["kind"] for r in instruct} <= {"conv", "detail", "complex"}
+    for r in vqa:
+        questions = [t["value"] for t in r["conversations"][::2]]
+        assert 1 <= len(questions) <= TINY.vqa_questions
+        assert all(q.endswith("\n" + SHORT_ANSWER) for q in questions)
+    contexts = json.loads(tiny_data["contexts"].read_text())
+    assert len(contexts) == TINY.n_train + TINY.n_eval
+    for r in lm:
+        assert "image" not in r
+        context, question = r["conversations"][0]["value"].rsplit("\n\n", 1)
+        # the LM reads the captions only (no boxes): the paper's Vicuna never saw the teacher's boxes either
+        assert context.strip() and question and IMAGE_TOKEN not in context and "[" not in context
+    assert {r["kind"] for r in lm} == {"conv", "detail", "complex", "caption"}
+    items = json.loads(tiny_data["eval"].read_text())
+    assert {i["kind"] for i in items} <= set(EVAL_KINDS)
+    for i in items:
+        assert i["id"] == f"{i['image'][:-4]}-{i['kind']}" and (tiny_data["images"] / i["image"]).is_file()
+
+
+# -- load_llava_json (validate.py) ----------------------------------------------------

@@ -13,6 +13,7 @@ from minillava.data.validate import (
     llava_features,
     load_llava,
     save_llava_json,
+    load_llava_json,
     validate_records,
 )
 
@@ -176,3 +177,72 @@ def test_save_refuses_bad_records(folder):
     bad[0]["conversations"][0]["value"] = "no image token"
     with pytest.raises(LlavaDataError, match=r"out\.json: record 0 \(id='000000033471'\)"):
         save_llava_json(bad, folder / "out.json")
+
+
+GOOD = {
+    "id": "r1",
+    "image": "r1.png",
+    "conversations": [
+        {"from": "human", "value": "<image>\nWhat is it?"},
+        {"from": "gpt", "value": "A circle."},
+        {"from": "human", "value": "Colour?"},
+        {"from": "gpt", "value": "Red."},
+    ],
+}
+
+
+def _drop_image(r):
+    del r["image"]
+
+
+def _set_path(path, value):
+    def mutate(r):
+        target = r
+        for key in path[:-1]:
+            target = target[key]
+        target[path[-1]] = value
+    return mutate
+
+
+BAD_RECORD = {
+    "missing id": lambda r: r.pop("id"),
+    "missing conversations": lambda r: r.pop("conversations"),
+    "wrong role": _set_path(["conversations", 1, "from"], "human"),
+    "starts with gpt": lambda r: r["conversations"].reverse(),
+    "odd turns": lambda r: r["conversations"].pop(),
+    "empty turn": _set_path(["conversations", 3, "value"], "  "),
+    "no image token": _set_path(["conversations", 0, "value"], "What is it?"),
+    "image token twice": _set_path(["conversations", 0, "value"], "<image>\nWhat <image> is it?"),
+    "image token not first": _set_path(["conversations", 0, "value"], "What is it? <image>"),
+    "image token in later turn": _set_path(["conversations", 2, "value"], "<image>\nColour?"),
+    "image token without image": _drop_image,
+}
+
+
+def test_load_llava_json_accepts_good_records(tmp_path):
+    text_only = copy.deepcopy(GOOD)
+    del text_only["image"]
+    text_only["id"] = "r2"
+    text_only["conversations"][0]["value"] = "red circle: [0.1, 0.1, 0.2, 0.2]\n\nWhat is it?"
+    path = tmp_path / "good.json"
+    path.write_text(json.dumps([GOOD, text_only]))
+    assert len(load_llava_json(path)) == 2
+
+
+@pytest.mark.parametrize("problem", BAD_RECORD)
+def test_load_llava_json_names_the_bad_record(tmp_path, problem):
+    bad = copy.deepcopy(GOOD)
+    bad["id"] = "bad-7"
+    BAD_RECORD[problem](bad)
+    path = tmp_path / "data.json"
+    path.write_text(json.dumps([GOOD, bad]))
+    named = "None" if problem == "missing id" else "'bad-7'"
+    with pytest.raises(ValueError, match=rf"data\.json: record 1 \(id={named}\)"):
+        load_llava_json(path)
+
+
+def test_load_llava_json_rejects_non_lists(tmp_path):
+    path = tmp_path / "obj.json"
+    path.write_text(json.dumps({"id": "x"}))
+    with pytest.raises(ValueError, match="obj.json: expected a list"):
+        load_llava_json(path)
