@@ -1,4 +1,8 @@
-"""Shared fixtures: a toy tokenizer and one tiny end-to-end run of the pipeline, both built offline."""
+"""Shared fixtures: a toy tokenizer and one tiny end-to-end run of the pipeline, both built offline.
+
+The `slow` marker (the fast lane is `python -m pytest -m "not slow"`) is set here for whole families: every
+notebook cell (nbval) and every test that needs the tiny end-to-end run; single slow tests carry it themselves.
+"""
 
 from __future__ import annotations
 
@@ -48,3 +52,9 @@ def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("run") / "runs" / "toy"
     report = ToyRun(TINY, out, progress=False).run()
     return out, report
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    for item in items:
+        if item.path.suffix == ".ipynb" or "tiny_run" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)

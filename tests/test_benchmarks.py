@@ -6,7 +6,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from minillava.data.validate import load_llava_json
+
+pytestmark = pytest.mark.slow  # each script starts a Python process and trains
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 

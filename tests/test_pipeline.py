@@ -71,6 +71,7 @@ def test_toy_run_writes_llava_json_and_a_summary(tmp_path, capsys):
     assert not (out / "errors.jsonl").exists()
 
 
+@pytest.mark.slow  # a gen-data process, killed mid-run
 def test_resume_after_a_kill_loses_and_repeats_nothing(tmp_path, capsys):
     n = 3000
     killed, fresh = tmp_path / "killed", tmp_path / "fresh"
