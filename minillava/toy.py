@@ -58,7 +58,8 @@ class ToyConfig:
     stage1: StageConfig = field(default_factory=lambda: StageConfig(steps=100, batch_size=64, lr=2e-3))
     stage2: StageConfig = field(default_factory=lambda: StageConfig(steps=2600, batch_size=8, lr=1e-3))
     # "linear": the paper's single W. "mlp2x_gelu": LLaVA-1.5's Linear-GELU-Linear, which can say per visual token
-    # which colour *and* shape its patch holds (a probe of the frozen CLIP: 1.00 with an MLP, 0.87 linearly)
+    # which colour *and* shape its patch holds, where a linear map cannot quite (a probe of the frozen CLIP;
+    # docs/experiments.md)
     projector: str = "linear"
     template: str = "v0"
     max_len: int = 512
