@@ -40,16 +40,6 @@ class Llava(nn.Module):
         self.projector = build_projector(cfg.projector, cfg.vision.width, cfg.llm.d_model)
         self.llm = Llama(cfg.llm)
 
-    @property
-    def share_prefix(self) -> bool:
-        """`cfg.llm.share_prefix`: compute a system message that every row of a batch begins with once
-        (minillava/packing.py). Setting it sets the config field."""
-        return self.cfg.llm.share_prefix
-
-    @share_prefix.setter
-    def share_prefix(self, value: bool) -> None:
-        self.cfg.llm.share_prefix = value
-
     def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Algorithm 1: pixels (m, c, H, W) -> visual tokens H_v (m, n, d) in the LLM's embedding space."""
         with torch.no_grad():  # the vision tower is frozen in both stages
@@ -98,8 +88,10 @@ class Llava(nn.Module):
             raise ValueError("return_logits=False needs labels: there would be nothing to return")
         x = self.embed(input_ids, pixel_values)
         # for packing (minillava/packing.py, where switched on): the text that every row begins with (the system
-        # message) ends at the first image slot, behind which each row has its own picture
-        shared = shared_prefix_length(input_ids, attention_mask, stop_id=self.cfg.image_token_id)
+        # message) ends at the first image slot, behind which each row has its own picture. A step on top of a KV
+        # cache computes only new positions, and never packs
+        shared = (shared_prefix_length(input_ids, attention_mask, stop_id=self.cfg.image_token_id)
+                  if cache is None and self.cfg.llm.share_prefix else 0)
         hidden = self.llm.hidden_states(inputs_embeds=x, attention_mask=attention_mask, cache=cache,
                                         shared_prefix=shared)  # (b, t, d)
         out = {}

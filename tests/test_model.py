@@ -4,17 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tiny_llava import tiny_llava
 
 from minillava.llama import KVCache, Llama, LlamaConfig
 from minillava.model import Llava, llava_preset, override
 from minillava.projector import build_projector
 from minillava.vision import VisionTower, VISION_PRESETS
-
-
-def tiny_llava(projector: str = "linear") -> Llava:
-    cfg = override(llava_preset("toy"), {"llm.n_layers": 2, "llm.vocab_size": 64, "projector": projector})
-    torch.manual_seed(0)
-    return Llava(cfg).eval()
 
 
 def test_vision_tower_returns_layer_minus_2_patches_without_cls():

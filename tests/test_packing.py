@@ -5,19 +5,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tiny_llava import tiny_llava
 
 import minillava.llama
 from minillava.llama import KVCache, Llama, LlamaConfig
-from minillava.model import Llava, llava_preset, override
 from minillava.packing import Packing, shared_prefix_length
 
 SWITCHES = [(True, True), (True, False), (False, True)]  # (pack_tokens, share_prefix); both False: the reference
-
-
-def tiny_llava(**overrides) -> Llava:
-    cfg = override(llava_preset("toy"), {"llm.n_layers": 2, "llm.vocab_size": 64, **overrides})
-    torch.manual_seed(0)
-    return Llava(cfg).eval()
 
 
 @pytest.fixture
@@ -161,9 +155,18 @@ def test_generation_with_a_kv_cache_never_packs(packed_calls):
     torch.testing.assert_close(torch.cat(steps, 1)[mask.bool()], full[mask.bool()], atol=1e-5, rtol=1e-5)
 
 
-def test_llava_share_prefix_attribute_is_the_config_switch():
+def test_llava_decodes_a_batch_on_a_kv_cache_like_a_full_forward():
+    """Prefill, then one token at a time, for 2 rows with the same system text: the cache path computes no shared
+    prefix (its ids and mask cover different positions) and gives the full forward's logits."""
     model = tiny_llava()
-    assert model.share_prefix is model.cfg.llm.share_prefix is True
-    model.share_prefix = False  # what older code sets
-    assert model.cfg.llm.share_prefix is False and model.llm.cfg.share_prefix is False
-    assert "share_prefix" not in model.__dict__
+    n = model.cfg.num_image_tokens
+    ids = torch.randint(5, 60, (2, 6 + n + 6))
+    ids[1, :6] = ids[0, :6]  # the same "system message"
+    ids[:, 6 : 6 + n] = model.cfg.image_token_id
+    pixels, mask = torch.randn(2, 3, 32, 32), torch.ones_like(ids)
+    with torch.no_grad():
+        full = model(ids, pixels, mask)["logits"]
+        cache, p = KVCache(model.cfg.llm.n_layers), 6 + n + 2
+        steps = [model(ids[:, :p], pixels, mask[:, :p], cache=cache)["logits"]]
+        steps += [model(ids[:, i : i + 1], None, mask[:, : i + 1], cache=cache)["logits"] for i in range(p, ids.shape[1])]
+    torch.testing.assert_close(torch.cat(steps, 1), full, atol=1e-5, rtol=1e-5)
