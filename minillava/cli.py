@@ -50,9 +50,20 @@ def resolve_config_args(argv: list[str]) -> list[str]:
 
 def lightning_main(argv: list[str]) -> None:
     import lightning as L
+    from lightning.pytorch.callbacks import TQDMProgressBar
     from lightning.pytorch.cli import LightningCLI
 
-    LightningCLI(
+    class MinillavaCLI(LightningCLI):
+        """LightningCLI with tqdm's progress bar: trained by steps (max_epochs unset), Lightning's default rich bar
+        labels the epoch "Epoch 1/-2". A bar switched off, or one the config names, is left as it is."""
+
+        def before_instantiate_classes(self) -> None:
+            trainer = (self.config[self.subcommand] if self.subcommand else self.config).trainer
+            named = [str(getattr(cb, "class_path", cb)) for cb in (trainer.get("callbacks") or [])]
+            if trainer.get("enable_progress_bar") is not False and not any("ProgressBar" in n for n in named):
+                self.trainer_defaults.setdefault("callbacks", [TQDMProgressBar()])
+
+    MinillavaCLI(
         L.LightningModule,
         L.LightningDataModule,
         subclass_mode_model=True,
