@@ -32,7 +32,8 @@ from minillava.conversation import TEMPLATES
 from minillava.data.dataset import LlavaDataModule
 from minillava.data.teacher import ToyTeacher
 from minillava.evaluate import chance_accuracy, evaluate_exact_match
-from minillava.tokenizer import IMAGE_TOKEN, load_tokenizer
+from minillava.constants import IMAGE_TOKEN
+from minillava.tokenizer import load_tokenizer
 from minillava.toy import run_model_overrides
 from minillava.training import LlavaModule, cosine_with_warmup
 

@@ -14,7 +14,7 @@ seconds of each stage and the held-out accuracy. It runs on one thread by defaul
 
 `--seed N` changes the training seed of stage 1 + 2 (initialisation and batch order; the data stay RUN's).
 `--template v0_no_system` trains stage 1 + 2 and evaluates without the v0 system message (the lead on yes/no in
-README's "Across training seeds": `--vqa 8 --steps 4000 --template v0_no_system --seed 2` gave 0.738).
+docs/experiments.md, "Across training seeds": `--vqa 8 --steps 4000 --template v0_no_system --seed 2` gave 0.738).
 `--vqa K` adds one LLaVA-1.5-style short-answer VQA record of K questions per training image to stage 2 (written
 by the rule-based teacher from RUN's contexts.json into the scratch folder; any VQA records RUN has are replaced).
 Without it, stage 2 trains on RUN's own stage2.json, VQA records included if RUN made them (the default run does).

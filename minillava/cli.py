@@ -171,6 +171,10 @@ def gen_data_main(argv: list[str]) -> None:
         if args.toy is not None:
             if args.toy < 1:
                 raise ValueError(f"--toy takes a positive number of scenes, got {args.toy}")
+            coco_only = [f"--{name.replace('_', '-')}" for name in ("captions", "instances", "images", "limit")
+                         if getattr(args, name) is not None] + (["--copy-images"] if args.copy_images else [])
+            if coco_only:
+                raise ValueError(f"{', '.join(coco_only)} apply to --coco only, not to --toy")
             source = toy_source(args.toy, args.seed)
         else:
             if teacher_name == "toy":

@@ -6,6 +6,8 @@ without climbing the package tree.
 
 from __future__ import annotations
 
+import math
+
 # The placeholder for an image in LLaVA's text: "<image>\n" opens the first human turn of a record; the tokenizer
 # maps it to one id, and `Llava.embed` writes the visual tokens where the text holds it.
 IMAGE_TOKEN = "<image>"
@@ -31,7 +33,7 @@ def check_mix(mix) -> tuple[float, float, float]:
         values = tuple(float(v) for v in mix)
     except (TypeError, ValueError):
         values = ()
-    if len(values) != len(STAGE2_KINDS) or min(values) < 0 or sum(values) <= 0:
+    if len(values) != len(STAGE2_KINDS) or not all(math.isfinite(v) and v >= 0 for v in values) or sum(values) <= 0:
         raise ValueError(f"mix must be {len(STAGE2_KINDS)} non-negative weights conv:detail:complex with a "
                          f"positive sum, e.g. 58:23:77; got {mix!r}")
     return values  # type: ignore[return-value]

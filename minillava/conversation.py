@@ -15,7 +15,6 @@ import torch
 from .constants import IGNORE_INDEX, IMAGE_TOKEN
 
 
-
 class ConversationError(ValueError):
     """A record that cannot be turned into a training example; the message names the record."""
 

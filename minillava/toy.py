@@ -21,6 +21,8 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import TQDMProgressBar
 
+from .checkpoints import load_weights
+from .constants import IMAGE_TOKEN
 from .conversation import TEMPLATES
 from .data.dataset import CaptionDataModule, LlavaDataModule, record_turns
 from .data.toy_data import ToyDataConfig, generate_toy_data, toy_data_files
@@ -28,7 +30,6 @@ from .data.validate import load_llava_json
 from .evaluate import evaluate_exact_match
 from .model import llava_preset, override
 from .tokenizer import load_tokenizer, train_bpe_tokenizer
-from .checkpoints import load_weights
 from .training import ClipModule, LanguageModule, LlavaModule, LossHistory
 
 
@@ -44,22 +45,23 @@ class StageConfig:
 class ToyConfig:
     # 8 questions per short-answer VQA record, one record per image besides its instruction record: LLaVA-1.5's
     # recipe for short-answer benchmarks such as our evaluation; they lift relations and, at some training seeds,
-    # yes/no (vqa_questions=0 gives the paper's v1 data; docs/experiments.md)
+    # yes/no (vqa_questions=0 gives the paper's v1 data; docs/experiments.md, "How the default got to 0.70")
     data: ToyDataConfig = field(default_factory=lambda: ToyDataConfig(n_train=6000, vqa_questions=8))
     vocab_size: int = 1024
     # lr 5e-4: at 2e-3 the contrastive loss can sit on its ln(batch) plateau for the whole run, depending on seed
-    # and tokenizer (docs/experiments.md)
+    # and tokenizer (docs/experiments.md, "What is known about yes/no")
     clip: StageConfig = field(default_factory=lambda: StageConfig(steps=150, batch_size=128, lr=5e-4, warmup_ratio=0.1))
     lm: StageConfig = field(default_factory=lambda: StageConfig(steps=250, batch_size=32, lr=3e-3, warmup_ratio=0.05))
     # the paper: stage 1 = 1 epoch of captions, stage 2 = 3 epochs of instructions. Stage 1 keeps that; stage 2
     # runs ~1.7 epochs of the 12,000 records (6000 instruction + 6000 VQA), as many as fit the time budget. Batch
     # 8, not 32: the skills that need the question and the image together sit on a saddle, and the same records
-    # in 4x as many steps get further off it in the same time (docs/experiments.md)
+    # in 4x as many steps get further off it in the same time
+    # (docs/experiments.md, "Stage 2 in small batches")
     stage1: StageConfig = field(default_factory=lambda: StageConfig(steps=100, batch_size=64, lr=2e-3))
     stage2: StageConfig = field(default_factory=lambda: StageConfig(steps=2600, batch_size=8, lr=1e-3))
     # "linear": the paper's single W. "mlp2x_gelu": LLaVA-1.5's Linear-GELU-Linear, which can say per visual token
     # which colour *and* shape its patch holds, where a linear map cannot quite (a probe of the frozen CLIP;
-    # docs/experiments.md)
+    # docs/experiments.md, "What is known about yes/no")
     projector: str = "linear"
     template: str = "v0"
     max_len: int = 512
@@ -68,7 +70,7 @@ class ToyConfig:
     # independent stages (the two stage-0 models; stage 1+2 and the no-stage-1 ablation) run side by side in this
     # many processes, the CPU's cores shared out between them. On 2 cores two 1-thread processes get through more
     # work than one 2-thread process: these tiny models keep a second thread busy only part of the time
-    # (docs/experiments.md). 1 = one stage after another, in this process
+    # (docs/experiments.md, "Independent stages side by side"). 1 = one stage after another, in this process
     workers: int = 2
     model_overrides: dict = field(default_factory=dict)  # dotted-key changes to the "toy" preset, e.g. llm.n_layers
 
@@ -182,7 +184,7 @@ class ToyRun:
             raise ValueError(f"tokenizer has {len(tok)} tokens but the model's vocabulary is {self.cfg.vocab_size}")
         tok.save_pretrained(self.out / "tokenizer")
         self.tokenizer = load_tokenizer(self.out / "tokenizer")
-        if self.tokenizer.convert_tokens_to_ids("<image>") != self.model_cfg.image_token_id:
+        if self.tokenizer.convert_tokens_to_ids(IMAGE_TOKEN) != self.model_cfg.image_token_id:
             raise ValueError("the toy tokenizer's <image> id does not match the toy preset's image_token_id")
         self.seconds["tokenizer"] = time.perf_counter() - t0
 

@@ -24,7 +24,8 @@ from minillava.checkpoints import (
     save_hf_llama,
 )
 from minillava.model import Llava, override
-from minillava.tokenizer import IMAGE_TOKEN, load_tokenizer, train_bpe_tokenizer
+from minillava.constants import IMAGE_TOKEN
+from minillava.tokenizer import load_tokenizer, train_bpe_tokenizer
 from minillava.vision import VISION_PRESETS
 
 TINY_VIT = {"embed_dim": 16, "quick_gelu": True,

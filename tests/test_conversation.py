@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from minillava.conversation import IGNORE_INDEX, TEMPLATES, ConversationError, pad_batch, tokenize_turns
+from minillava.constants import IGNORE_INDEX
+from minillava.conversation import TEMPLATES, ConversationError, pad_batch, tokenize_turns
 
 TURNS = [
     ("human", "<image>\nWhat colour is the circle?"),

@@ -159,6 +159,12 @@ def test_cli_argument_errors(tmp_path, capsys):
         run_cli(["--toy", "5", "--mix", "1:2", "--out", str(tmp_path / "x")], capsys)
     with pytest.raises(SystemExit, match="needs --base-url and --model"):
         run_cli(["--coco", str(folder), "--out", str(tmp_path / "x")], capsys)
+    for mix in ("1:nan:1", "1:inf:1"):
+        with pytest.raises(SystemExit, match="--mix: mix must be"):
+            run_cli(["--toy", "5", "--mix", mix, "--out", str(tmp_path / "x")], capsys)
+    with pytest.raises(SystemExit, match="--limit, --copy-images apply to --coco only"):
+        run_cli(["--toy", "5", "--limit", "3", "--copy-images", "--out", str(tmp_path / "x")], capsys)
+    assert not (tmp_path / "x").exists()  # refused before anything was written
 
 
 # -- a COCO folder and the chat teacher ---------------------------------------------------------

@@ -34,9 +34,11 @@ def test_toy_run_and_gen_data_write_the_same_records(tmp_path, capsys):
 
 def test_toy_data_is_valid_llava_json_and_regenerates_over_an_older_run(tmp_path):
     out = tmp_path / "data"
-    generate_toy_data(out, ToyDataConfig(n_train=20, n_eval=4, n_lm=8, mix=(1, 1, 1)))
-    # a run folder written with other settings is regenerated, not refused (the run owns its data folder)
+    generate_toy_data(out, ToyDataConfig(n_train=30, n_eval=6, n_lm=8, mix=(1, 1, 1)))
+    # a folder that an earlier toy run wrote, with other settings, is regenerated, not refused; its extra scenes go
     files = generate_toy_data(out, ToyDataConfig(n_train=24, n_eval=5, n_lm=8))
+    assert sorted(p.name for p in files["images"].iterdir()) == sorted(
+        [f"train-{i:06d}.png" for i in range(24)] + [f"eval-{i:06d}.png" for i in range(5)])
     stage2, report = load_llava(files["stage2"], image_folder=files["images"], unique_ids=True)
     assert len(stage2) == 24 and not report.skipped
     evals = json.loads(files["eval"].read_text())
@@ -108,3 +110,13 @@ def test_generated_records_are_valid(tiny_data):
 
 
 # -- load_llava_json (validate.py) ----------------------------------------------------
+
+
+def test_a_toy_run_and_gen_data_never_take_over_each_others_folder(tmp_path, capsys):
+    generate_toy_data(tmp_path / "toy", ToyDataConfig(n_train=12, n_eval=2, n_lm=4, vqa_questions=2))
+    with pytest.raises(SystemExit, match=r"other settings \(teacher differ"):  # its stage2.json holds VQA records
+        gen_data_main(["--toy", "12", "--out", str(tmp_path / "toy"), "--quiet"])
+    gen_data_main(["--toy", "12", "--out", str(tmp_path / "gen"), "--quiet"])
+    with pytest.raises(ValueError, match="that `minillava toy` did not write"):
+        generate_toy_data(tmp_path / "gen", ToyDataConfig(n_train=12, n_eval=2, n_lm=4))
+    assert len(json.loads((tmp_path / "gen" / "stage2.json").read_text())) == 12  # untouched

@@ -28,25 +28,18 @@ Modules:
 Everything public is importable from `minillava.checkpoints` itself.
 """
 
-from .files import CheckpointFiles, PathLike, load_weights, read_json, save_weights, weight_files
+from .files import CheckpointFiles, load_weights, save_weights
 from .hf_config import llama_config_from_hf, llama_config_to_hf, vision_config_from_hf, vision_config_to_hf
 from .hf_llava import export_hf_llava, load_hf_llava
 from .keymaps import (
-    CLIP_NOT_VISION_KEYS,
-    UNUSED_KEYS,
     Rule,
-    assign,
     clip_vision_rules,
     convert,
-    expected_shapes,
     export_state,
-    hf_llava_key,
     hf_llava_rules,
     llama_rules,
     original_llava_rules,
-    prefixed,
     projector_rules,
-    rename_prefix,
 )
 from .loaders import (
     load_hf_clip_vision,
@@ -59,19 +52,14 @@ from .loaders import (
     save_hf_llama,
 )
 
+# the loaders, savers, key maps and config translation; helpers stay in their modules
 __all__ = [
-    "CLIP_NOT_VISION_KEYS",
-    "UNUSED_KEYS",
     "CheckpointFiles",
-    "PathLike",
     "Rule",
-    "assign",
     "clip_vision_rules",
     "convert",
-    "expected_shapes",
     "export_hf_llava",
     "export_state",
-    "hf_llava_key",
     "hf_llava_rules",
     "llama_config_from_hf",
     "llama_config_to_hf",
@@ -85,14 +73,10 @@ __all__ = [
     "load_weights",
     "open_clip_vision_config",
     "original_llava_rules",
-    "prefixed",
     "projector_rules",
-    "read_json",
-    "rename_prefix",
     "resolve_open_clip_file",
     "save_hf_llama",
     "save_weights",
     "vision_config_from_hf",
     "vision_config_to_hf",
-    "weight_files",
 ]

@@ -15,7 +15,7 @@ from open_clip import image_transform
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from ..constants import IGNORE_INDEX
+from ..constants import IGNORE_INDEX, IMAGE_TOKEN
 from ..conversation import TEMPLATES, ConversationError, Example, pad_batch, tokenize_turns
 from ..tokenizer import load_tokenizer
 from .context import caption_lines
@@ -97,7 +97,7 @@ class LlavaDataset(Dataset):
                 if not (self.image_folder / rec["image"]).is_file():
                     raise FileNotFoundError(f"record {name}: image {self.image_folder / rec['image']} not found")
             if supervise == "all":
-                ex.labels = torch.where(ex.input_ids == tokenizer.convert_tokens_to_ids("<image>"),
+                ex.labels = torch.where(ex.input_ids == tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
                                         IGNORE_INDEX, ex.input_ids)
             ex.meta = {"id": rec["id"], "image": rec.get("image")}
             self.examples.append(ex)

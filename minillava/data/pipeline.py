@@ -8,13 +8,14 @@ and `minillava gen-data --toy` write the same records for the same scenes and se
 Output folder:
 - ``stage2.jsonl`` / ``stage1.jsonl``: the journals (``journal.py``). Each record is appended as one line and
   flushed as soon as it exists, so a crash or kill loses at most the records in flight (one with the toy teacher;
-  up to `concurrency` with a chat teacher). A restart with the same settings skips every id already written.
+  up to `concurrency` with a chat teacher). Running again with the same settings resumes: it skips every id
+  already written.
 - ``stage2.json`` (instruction data: one record per image, conv / detail / complex in the `mix` proportions,
   the paper's 58K : 23K : 77K by default) and ``stage1.json`` (one caption pair per image, for feature
   alignment): LLaVA JSON in the original format, written once every record is there, in image order.
 - ``contexts.json`` ({image id: symbolic context}), ``images/`` (toy scenes, or copies of COCO images with
   ``--copy-images``; otherwise records name files in the COCO image folder), ``meta.json`` (the settings, checked
-  on restart), ``summary.json`` (counts and lengths), ``errors.jsonl`` (records the teacher failed on in the last
+  when resuming), ``summary.json`` (counts and lengths), ``errors.jsonl`` (records the teacher failed on in the last
   run; running again retries them).
 """
 
@@ -57,8 +58,9 @@ def make_record(record_id: str, kind: str, turns: Turns, image: str | None, pref
 
 
 def record_rng(purpose: str, seed: int, record_id: str) -> random.Random:
-    """One rng per record: a record depends only on (purpose, seed, id), never on the records before it, so a
-    resumed or a larger run writes the same record for the same image."""
+    """One rng per record: a record depends only on (purpose, seed, id) and its kind, never on the records
+    written before it, so a resumed run writes what an uninterrupted one would have. (Stage-2 kinds are planned
+    over the whole source, so a larger source may give an image another kind.)"""
     return random.Random(f"{purpose}/{seed}/{record_id}")
 
 
@@ -103,7 +105,7 @@ def generate_dataset(
     progress: bool = True,
     max_failures: int = 20,
     concurrency: int = 1,
-    restart: bool = False,
+    overwrite: bool = False,
 ) -> Result:
     """Generate (or finish generating) the data set of `source` into `out`; see the module docstring.
 
@@ -111,7 +113,8 @@ def generate_dataset(
     resumed run writes exactly what an uninterrupted one would have (for a deterministic teacher).
     Raises GenerationFailed if the teacher failed on some records (after its own retries), once more than
     `max_failures` have failed, or at once on a fatal teacher error (e.g. a rejected API key).
-    `restart` discards what an earlier run left in `out` (journals, settings, errors) and rewrites the images.
+    `overwrite` starts again instead of resuming: the journals, settings and errors of an earlier run in `out` are
+    deleted and every image is written anew (the JSON files are rewritten at the end in any case).
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -119,7 +122,7 @@ def generate_dataset(
     if source.image_folder is None:
         images_dir.mkdir(exist_ok=True)
     kinds = plan_kinds(len(source.images), mix, seed)
-    if restart:
+    if overwrite:
         for name in ("meta.json", "stage1.jsonl", "stage2.jsonl", "errors.jsonl"):
             (out / name).unlink(missing_ok=True)
     meta = {"format": 1, **source.settings, "mix": list(mix), "seed": seed, "teacher": teacher_settings}
@@ -157,7 +160,7 @@ def generate_dataset(
     pending: dict[Future, tuple[SourceImage, str]] = {}
     try:
         for im, kind in todo:
-            if source.image_folder is None and im.write and (restart or not (images_dir / im.image).exists()):
+            if source.image_folder is None and im.write and (overwrite or not (images_dir / im.image).exists()):
                 _write_image(im.write, images_dir / im.image)
             if im.id not in stage1.ids:
                 pair = caption_pair(im.context, record_rng("stage1", seed, im.id))

@@ -16,6 +16,7 @@ A LLaVA record: {"id", "image", "conversations": [{"from": "human", "value": "<i
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,7 +39,7 @@ class ToyDataConfig:
     mix: tuple[float, float, float] = PAPER_MIX  # conv : detail : complex
     world: WorldConfig = field(default_factory=WorldConfig)
     # Questions per short-answer VQA record (LLaVA-1.5's VQAv2-style data: one record per train image, besides
-    # its instruction record). 0: the paper's v1 stage 2, instruction data only (see docs/experiments.md)
+    # its instruction record). 0: the paper's v1 stage 2, instruction data only (docs/experiments.md, "Short-answer VQA data")
     vqa_questions: int = 0
     # Share of lm.json that is caption pairs; the rest follows `mix`. Captions are
     # there so the language model has seen stage-1 text before stage 1.
@@ -67,14 +68,38 @@ def toy_data_files(out_dir: Path) -> dict[str, Path]:
                                              for name in ("stage1", "stage2", "eval", "lm", "contexts")}
 
 
+# meta.json's teacher entry for the toy run: the records are gen-data's, but the folder also holds the toy run's own
+# files (VQA records inside stage2.json, eval scenes in contexts.json), so `minillava gen-data` must not resume it
+TOY_RUN_TEACHER = {"name": "toy", "written_by": "minillava toy"}
+_SCENE_IMAGE = re.compile(r"^(train|eval)-\d{6}\.png$")  # the file names of toy scenes (world.make_scenes)
+
+
+def _check_owned(out_dir: Path) -> None:
+    """Refuse to overwrite a data folder that another writer (e.g. `minillava gen-data`) is building."""
+    meta = out_dir / "meta.json"
+    if meta.exists():
+        teacher = json.loads(meta.read_text()).get("teacher")
+        if teacher != TOY_RUN_TEACHER:
+            raise ValueError(f"{out_dir} holds data that `minillava toy` did not write (meta.json: teacher {teacher}); "
+                             "use another folder for the toy run")
+    elif any((out_dir / name).exists() for name in ("stage1.jsonl", "stage2.jsonl")):
+        raise ValueError(f"{out_dir} holds journals without a meta.json; use another folder for the toy run")
+
+
 def generate_toy_data(out_dir: Path, cfg: ToyDataConfig, progress: bool = False) -> dict[str, Path]:
-    """Write the toy run's data into `out_dir` from scratch (see the module docstring); returns the file paths."""
+    """Write the toy run's data into `out_dir` from scratch (see the module docstring); returns the file paths.
+
+    A folder that an earlier toy run wrote is overwritten, its scene images of other runs removed; any other
+    data folder is refused."""
     out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _check_owned(out_dir)
     paths = toy_data_files(out_dir)
     teacher = ToyTeacher(cfg.world.n_columns, cfg.world.n_rows)
     source = toy_source(cfg.n_train, cfg.seed, cfg.world)
     # the instruction and caption records: the data pipeline itself, as `minillava gen-data --toy` runs it
-    generate_dataset(source, out_dir, teacher, {"name": "toy"}, cfg.mix, cfg.seed, progress=progress, restart=True)
+    generate_dataset(source, out_dir, teacher, TOY_RUN_TEACHER, cfg.mix, cfg.seed, progress=progress,
+                     overwrite=True)
 
     contexts = {im.id: im.context for im in source.images}
     if cfg.vqa_questions:
@@ -109,4 +134,7 @@ def generate_toy_data(out_dir: Path, cfg: ToyDataConfig, progress: bool = False)
 
     for name, data in (("eval", eval_items), ("lm", lm_records), ("contexts", contexts)):
         write_json(paths[name], data)
+    for stale in paths["images"].iterdir():  # scenes of an earlier, larger run in this folder
+        if _SCENE_IMAGE.match(stale.name) and stale.stem not in contexts:
+            stale.unlink()
     return paths
