@@ -17,7 +17,8 @@ reference path does, and packs its output again. Autograd sums the gradients of 
 0's, so the loss and every gradient are those of the reference path, up to float rounding (the matrix products see
 other shapes): tests/test_packing.py checks this against the same batch with both switches off. Positions and the
 attention mask are the reference path's; a forward with a KV cache (generation) never packs.
-`benchmarks/train_step.py` times a training step with each switch off (see docs/experiments.md, "One toy-data path; the default re-measured").
+`benchmarks/train_step.py` times a training step with each switch off (see docs/experiments.md, "One toy-data
+path; the default re-measured").
 
     override(cfg, {"llm.pack_tokens": False, "llm.share_prefix": False})  # the reference path only
 """

@@ -168,5 +168,6 @@ def test_llava_decodes_a_batch_on_a_kv_cache_like_a_full_forward():
         full = model(ids, pixels, mask)["logits"]
         cache, p = KVCache(model.cfg.llm.n_layers), 6 + n + 2
         steps = [model(ids[:, :p], pixels, mask[:, :p], cache=cache)["logits"]]
-        steps += [model(ids[:, i : i + 1], None, mask[:, : i + 1], cache=cache)["logits"] for i in range(p, ids.shape[1])]
+        steps += [model(ids[:, i : i + 1], None, mask[:, : i + 1], cache=cache)["logits"]
+                  for i in range(p, ids.shape[1])]
     torch.testing.assert_close(torch.cat(steps, 1), full, atol=1e-5, rtol=1e-5)

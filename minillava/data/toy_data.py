@@ -39,7 +39,8 @@ class ToyDataConfig:
     mix: tuple[float, float, float] = PAPER_MIX  # conv : detail : complex
     world: WorldConfig = field(default_factory=WorldConfig)
     # Questions per short-answer VQA record (LLaVA-1.5's VQAv2-style data: one record per train image, besides
-    # its instruction record). 0: the paper's v1 stage 2, instruction data only (docs/experiments.md, "Short-answer VQA data")
+    # its instruction record). 0: the paper's v1 stage 2, instruction data only
+    # (docs/experiments.md, "Short-answer VQA data")
     vqa_questions: int = 0
     # Share of lm.json that is caption pairs; the rest follows `mix`. Captions are
     # there so the language model has seen stage-1 text before stage 1.

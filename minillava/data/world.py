@@ -73,7 +73,8 @@ class WorldConfig:
     image_size: int = 32
     n_columns: int = 4
     # 4, not 3: with 3 rows (10.7 px each) most objects straddle two of the toy CLIP's 8 px patch rows, and a
-    # visual token then holds half of one shape, and counting suffers (docs/experiments.md, "How the default got to 0.70")
+    # visual token then holds half of one shape, and counting suffers
+    # (docs/experiments.md, "How the default got to 0.70")
     n_rows: int = 4
     min_objects: int = 1
     max_objects: int = 4
