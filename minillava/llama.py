@@ -17,9 +17,10 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange, repeat
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from .constants import IGNORE_INDEX
-from .packing import packed_hidden_states, plan_packing
+from .packing import Packing, packed_block, plan_packing
 
 
 @dataclass
@@ -78,6 +79,7 @@ class RotaryEmbedding(nn.Module):
 
     def __init__(self, head_dim: int, theta: float = 10000.0) -> None:
         super().__init__()
+        self.theta = theta
         # Alg 7, line 1: omega_i = theta^(-2(i-1)/e)
         inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)  # (e/2,)
         self.register_buffer("inv_freq", inv_freq, persistent=False)
@@ -183,7 +185,9 @@ class DecoderBlock(nn.Module):
         self.post_attention_layernorm = RMSNorm(cfg.d_model, cfg.norm_eps)
         self.mlp = MLP(cfg)
 
-    def forward(self, x, cos, sin, mask, cache=None, layer=0):
+    def forward(self, x, cos, sin, mask, cache=None, layer=0, packing: Packing | None = None):
+        if packing is not None:  # x holds packed rows (n, d): the same block, skipping padding (packing.py)
+            return packed_block(self, x, cos, sin, mask, packing)
         x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, layer)  # Alg 10, line 1
         return x + self.mlp(self.post_attention_layernorm(x))  # Alg 10, lines 2-3
 
@@ -240,6 +244,9 @@ class Llama(nn.Module):
         self.norm = RMSNorm(cfg.d_model, cfg.norm_eps)
         self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         self.rotary = RotaryEmbedding(cfg.head_dim, cfg.rope_theta)
+        # recompute each block's activations in the backward pass instead of keeping them (training.py sets it):
+        # memory per block drops to its input, for one more forward of the decoder
+        self.activation_checkpointing = False
         self.apply(self._init)
 
     def _init(self, module: nn.Module) -> None:
@@ -277,13 +284,20 @@ class Llama(nn.Module):
             position_ids = position_ids_for(attention_mask, b, t, past, x.device)  # Alg 2, line 5
         cos, sin = self.rotary(position_ids)
         mask = decoder_mask(attention_mask, b, t, past, x.device)  # Alg 2, line 6
-        if cache is None:  # the optimisation, in its own module: skip padding, compute a shared prefix once
-            packing = plan_packing(self.cfg, x, input_ids, attention_mask, shared_prefix)
-            if packing is not None:
-                return packed_hidden_states(self, x, cos, sin, mask, packing)  # (b, t, d), zeros at padding
+        # the optimisation, in its own module: skip padding, compute a shared prefix once (never with a cache)
+        packing = plan_packing(self.cfg, x, input_ids, attention_mask, shared_prefix) if cache is None else None
+        if packing is not None:
+            x = packing.pack(x)  # (n, d): the real rows only
         for i, block in enumerate(self.layers):
-            x = block(x, cos, sin, mask, cache, i)  # Alg 2, line 7
-        return self.norm(x)  # Alg 2, line 8
+            x = self._block(block, x, cos, sin, mask, cache, i, packing)  # Alg 2, line 7
+        x = self.norm(x)  # Alg 2, line 8
+        return x if packing is None else packing.unpack(x)  # (b, t, d), zeros at padding
+
+    def _block(self, block, x, cos, sin, mask, cache, i, packing):
+        """One decoder block, called as a module (so FSDP's hooks gather its shards), checkpointed if switched on."""
+        if self.activation_checkpointing and torch.is_grad_enabled():
+            return checkpoint(block, x, cos, sin, mask, cache, i, packing, use_reentrant=False)
+        return block(x, cos, sin, mask, cache, i, packing)
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())

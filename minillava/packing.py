@@ -98,16 +98,6 @@ def plan_packing(cfg: LlamaConfig, x: torch.Tensor, input_ids: torch.Tensor | No
     return Packing(keep, prefix)
 
 
-def packed_hidden_states(llm: Llama, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                         mask: torch.Tensor | None, packing: Packing) -> torch.Tensor:
-    """The end of `Llama.hidden_states` (its blocks and final norm) on the packed rows of x (b, t, d): the same
-    states at every real position, zeros at padding."""
-    x = packing.pack(x)  # (n, d)
-    for block in llm.layers:
-        x = packed_block(block, x, cos, sin, mask, packing)
-    return packing.unpack(llm.norm(x))  # (b, t, d)
-
-
 def packed_block(block: DecoderBlock, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                  mask: torch.Tensor | None, packing: Packing) -> torch.Tensor:
     """`DecoderBlock.forward` on packed rows (n, d): the same two residual steps, norms and MLP on (n, d)."""

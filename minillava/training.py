@@ -12,6 +12,7 @@ safetensors files (`save_to` / `*_weights`), never as pickles.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -19,9 +20,11 @@ import open_clip
 import torch
 from open_clip.model import CLIPTextCfg
 
-from .checkpoints import load_weights, save_weights
+from .checkpoints import initial_state, llava_config, save_llava, save_state, save_weights
+from .checkpoints.keymaps import assign
+from .distributed import full_state, load_full_state, shard_llava
 from .llama import Llama, LlamaConfig, causal_lm_loss
-from .model import Llava, LlavaConfig, llava_preset, override
+from .model import Llava, LlavaConfig, llava_preset
 from .vision import VisionConfig
 
 
@@ -55,10 +58,14 @@ class _AdamWCosine(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
-def apply_stage(model: Llava, stage: int) -> None:
-    """Algorithm 3's freezing policy: which parameters receive gradients in each stage."""
+def apply_stage_check(stage: int) -> None:
     if stage not in (1, 2):
         raise ValueError(f"stage must be 1 (feature alignment) or 2 (end-to-end fine-tuning), got {stage}")
+
+
+def apply_stage(model: Llava, stage: int) -> None:
+    """Algorithm 3's freezing policy: which parameters receive gradients in each stage."""
+    apply_stage_check(stage)
     # Alg 3, line 3: the trainable set is {W} in stage 1 and {W, phi} in stage 2
     model.vision.requires_grad_(False)  # frozen in both stages
     model.projector.requires_grad_(True)  # W trains in both stages
@@ -66,7 +73,14 @@ def apply_stage(model: Llava, stage: int) -> None:
 
 
 class LlavaModule(_AdamWCosine):
-    """LLaVA stage 1 or 2. The model is a named preset with optional dotted-key overrides."""
+    """LLaVA stage 1 or 2, from the toy world's weights or from real checkpoints, on one CPU or sharded over GPUs.
+
+    The model is a named preset with dotted-key overrides; the LLM's and the tower's shapes come from their
+    checkpoints where those are folders or named open_clip files (`checkpoints.parts`). It is built in
+    `configure_model`, on the meta device: under `ModelParallelStrategy` it is sharded with FSDP2 before any memory
+    is allocated and filled from rank 0 (`distributed.py`); otherwise it is filled in place from the files. Either
+    way no rank holds a second copy. `module.model` builds it on first use outside a Trainer too.
+    """
 
     def __init__(
         self,
@@ -77,24 +91,68 @@ class LlavaModule(_AdamWCosine):
         weight_decay: float = 0.0,
         warmup_ratio: float = 0.03,
         betas: tuple[float, float] = (0.9, 0.999),
-        vision_weights: str | None = None,
-        llm_weights: str | None = None,
-        projector_weights: str | None = None,
-        save_to: str | None = None,
+        vision_weights: str | None = None,  # ours | an open_clip file (with vision_name) | a transformers CLIP folder
+        vision_name: str | None = None,  # open_clip architecture of vision_weights, e.g. "ViT-L-14-quickgelu"
+        llm_weights: str | None = None,  # ours | an HF Llama / Vicuna folder
+        projector_weights: str | None = None,  # ours | the original stage-1 mm_projector.bin
+        save_to: str | None = None,  # stage 1: a projector file; stage 2: ours (.safetensors) or a LLaVA folder
+        tokenizer: str | None = None,  # an HF tokenizer folder, copied into a saved LLaVA folder
+        activation_checkpointing: bool = False,  # recompute each decoder block in backward (memory for time)
+        image_aspect_ratio: str = "square",  # written into a saved folder's config ("pad" for LLaVA-1.5)
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.cfg: LlavaConfig = override(llava_preset(preset), overrides)
-        self.model = Llava(self.cfg)
-        parts = {"vision": self.model.vision.visual, "llm": self.model.llm, "projector": self.model.projector}
-        for part, path in (("vision", vision_weights), ("llm", llm_weights), ("projector", projector_weights)):
-            if path:
-                load_weights(parts[part], path, part)
-        apply_stage(self.model, stage)
+        apply_stage_check(stage)
+        self.cfg: LlavaConfig = llava_config(preset, overrides, vision_weights, vision_name, llm_weights)
+
+    def __getattr__(self, name: str):
+        if name == "model" and "model" not in self._modules:  # outside a Trainer: build on first use
+            self.configure_model()
+            return self._modules["model"]
+        return super().__getattr__(name)
+
+    def configure_model(self) -> None:
+        """Build the model on the meta device, shard it where a device mesh is given, fill it (Alg 3, line 1)."""
+        if "model" in self._modules:
+            return
+        h = self.hparams
+        with torch.device("meta"):
+            model = Llava(self.cfg)
+        apply_stage(model, h.stage)
+        model.llm.activation_checkpointing = h.activation_checkpointing
+        mesh = self._data_parallel_mesh()
+        if mesh is None:
+            state = initial_state(self.cfg, h.vision_weights, h.vision_name, h.llm_weights, h.projector_weights)
+            assign(model, {k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+        else:
+            shard_llava(model, mesh, param_dtype=self._compute_dtype())
+            rank0 = mesh.get_rank() == 0
+            state = (initial_state(self.cfg, h.vision_weights, h.vision_name, h.llm_weights, h.projector_weights)
+                     if rank0 else {})
+            load_full_state(model, state, self.trainer.strategy.root_device)
+        self.model = model
+        self.train(self.training)  # the mode set before the model existed, the tower in eval mode
+
+    def _data_parallel_mesh(self):
+        """The device mesh of `ModelParallelStrategy` (its data-parallel dimension), or None for other strategies."""
+        try:
+            mesh = self.device_mesh
+        except (AttributeError, RuntimeError):
+            return None
+        if mesh is None:
+            return None
+        if "tensor_parallel" in mesh.mesh_dim_names and mesh["tensor_parallel"].size() > 1:
+            raise ValueError("LlavaModule shards with FSDP2 only: set ModelParallelStrategy(tensor_parallel_size=1)")
+        return mesh["data_parallel"] if "data_parallel" in mesh.mesh_dim_names else mesh
+
+    def _compute_dtype(self) -> torch.dtype | None:
+        """FSDP2's compute dtype: bf16 copies of fp32 master shards for bf16 precisions, else the params' own."""
+        return torch.bfloat16 if "bf16" in str(self.trainer.precision) else None
 
     def train(self, mode: bool = True):
         super().train(mode)
-        self.model.vision.eval()  # frozen tower: never in training mode (no dropout / patch dropout)
+        if "model" in self._modules:
+            self.model.vision.eval()  # frozen tower: never in training mode (no dropout / patch dropout)
         return self
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -105,13 +163,34 @@ class LlavaModule(_AdamWCosine):
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         loss = self.model(**batch, return_logits=False)["loss"]
-        self.log("val/loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
+        self.log("val/loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0], sync_dist=True)
 
     def on_train_end(self) -> None:
-        if self.hparams.save_to and self.trainer.is_global_zero:
-            # Alg 3, line 10: stage 1 saves only what it trained (the projector), like the original mm_projector.bin
-            part = self.model.projector if self.hparams.stage == 1 else self.model
-            save_weights(part, self.hparams.save_to)
+        if self.hparams.save_to:
+            self.save(self.hparams.save_to)
+
+    def save(self, path: str | Path) -> None:
+        """Alg 3, line 10: stage 1 saves only what it trained (the projector: ours as .safetensors, the original
+        layout as mm_projector.bin); stage 2 the whole model, ours as one .safetensors file or an original-LLaVA
+        folder. Sharded, every rank takes part in gathering, and rank 0 writes."""
+        path = Path(path)
+        stage1 = self.hparams.stage == 1
+        keys = [k for k in self.model.state_dict() if k.startswith("projector.")] if stage1 else None
+        state = full_state(self.model, keys)
+        if self.trainer is not None and not self.trainer.is_global_zero:
+            return
+        dtype = torch.bfloat16 if self._trainer is not None and "bf16" in str(self.trainer.precision) else None
+        if stage1:
+            projector = {k.removeprefix("projector."): v for k, v in state.items()}
+            if path.suffix == ".bin":  # the original stage-1 file
+                path.parent.mkdir(parents=True, exist_ok=True)
+                torch.save({"model.mm_projector." + k: v for k, v in projector.items()}, path)
+            else:
+                save_state(projector, path)
+        elif path.suffix == ".safetensors":
+            save_state(state, path)
+        else:
+            save_llava(path, self.cfg, state, self.hparams.tokenizer, dtype, self.hparams.image_aspect_ratio)
 
 
 class LanguageModule(_AdamWCosine):

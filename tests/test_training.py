@@ -22,7 +22,9 @@ def batch_for(tokenizer, module, n=4):
 
 def small_module(stage, **kw):
     torch.manual_seed(0)
-    return LlavaModule(stage=stage, overrides={"llm.n_layers": 2}, **kw)
+    module = LlavaModule(stage=stage, overrides={"llm.n_layers": 2}, **kw)
+    module.configure_model()  # outside a Trainer, as `module.model` would on first use
+    return module
 
 
 @pytest.mark.parametrize("stage,trains", [(1, {"projector"}), (2, {"projector", "llm"})])

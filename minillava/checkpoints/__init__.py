@@ -24,11 +24,12 @@ Modules:
 - `hf_config`: transformers' Llama and CLIP vision configs to ours and back.
 - `loaders`: HF Llama / Vicuna, open_clip and HF CLIP towers, original LLaVA and its stage-1 projector.
 - `hf_llava`: transformers' Llava, both directions.
+- `parts`: where training starts: each part from its file or a fresh init (`llava_config`, `initial_state`).
 
 Everything public is importable from `minillava.checkpoints` itself.
 """
 
-from .files import CheckpointFiles, load_weights, save_weights
+from .files import CheckpointFiles, load_weights, read_weights, save_state, save_weights
 from .hf_config import llama_config_from_hf, llama_config_to_hf, vision_config_from_hf, vision_config_to_hf
 from .hf_llava import export_hf_llava, load_hf_llava
 from .keymaps import (
@@ -50,7 +51,9 @@ from .loaders import (
     open_clip_vision_config,
     resolve_open_clip_file,
     save_hf_llama,
+    save_llava,
 )
+from .parts import initial_state, llava_config
 
 # the loaders, savers, key maps and config translation; helpers stay in their modules
 __all__ = [
@@ -74,8 +77,13 @@ __all__ = [
     "open_clip_vision_config",
     "original_llava_rules",
     "projector_rules",
+    "read_weights",
     "resolve_open_clip_file",
     "save_hf_llama",
+    "save_llava",
+    "save_state",
+    "initial_state",
+    "llava_config",
     "save_weights",
     "vision_config_from_hf",
     "vision_config_to_hf",

@@ -119,8 +119,13 @@ def read_json(path: Path) -> dict:
 # Our weights between training stages
 
 
-def load_weights(module: nn.Module, path: str | Path, what: str) -> None:
-    """Load a safetensors file into `module`; every key must match in name and shape."""
+def read_weights(module: nn.Module, path: str | Path, what: str) -> dict[str, torch.Tensor]:
+    """Read a safetensors file of `module`'s weights (our key names); every key must match in name and shape.
+
+    `module` may live on the meta device: only its keys and shapes are used.
+    """
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{what} weights {path} do not exist")
     state = load_file(str(path))
     own = module.state_dict()
     missing = sorted(set(own) - set(state))
@@ -131,11 +136,20 @@ def load_weights(module: nn.Module, path: str | Path, what: str) -> None:
         if tensor.shape != own[key].shape:
             raise ValueError(f"{what} weights {path}: {key} has shape {tuple(tensor.shape)}, "
                              f"model expects {tuple(own[key].shape)}")
-    module.load_state_dict(state)
+    return state
+
+
+def load_weights(module: nn.Module, path: str | Path, what: str) -> None:
+    """Load a safetensors file into `module`; every key must match in name and shape."""
+    module.load_state_dict(read_weights(module, path, what))
 
 
 def save_weights(module: nn.Module, path: str | Path, exclude: tuple[str, ...] = ()) -> None:
     """Save `module`'s state dict, less the keys in `exclude`, as a safetensors file (its folder is created)."""
+    save_state({k: v for k, v in module.state_dict().items() if k not in exclude}, path)
+
+
+def save_state(state: dict[str, torch.Tensor], path: str | Path) -> None:
+    """Save a state dict as a safetensors file (its folder is created)."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items() if k not in exclude}
-    save_file(state, str(path))
+    save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(path))

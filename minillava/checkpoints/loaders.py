@@ -13,12 +13,13 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
+from torch import nn
 
 from ..llama import Llama
 from ..model import Llava, LlavaConfig
 from ..vision import VISION_PRESETS, VisionConfig, VisionTower
 from .files import CheckpointFiles, PathLike, read_json
-from .hf_config import llama_config_from_hf, llama_config_to_hf, vision_config_from_hf
+from .hf_config import llama_config_from_hf, llama_config_to_hf, vision_config_from_hf, vision_config_to_hf
 from .keymaps import (
     CLIP_NOT_VISION_KEYS,
     UNUSED_KEYS,
@@ -144,18 +145,22 @@ def _projector_kind(keys: list[str], where: str) -> str:
     raise ValueError(f"{where}: projector keys {sorted(keys)[:4]} are neither linear nor mlp2x_gelu")
 
 
-def load_projector(model: Llava, path: PathLike) -> None:
-    """A stage-1 projector file into `model.projector`, in place.
+def projector_state(kind: str, meta: nn.Module, path: PathLike) -> dict[str, torch.Tensor]:
+    """A stage-1 projector file -> the state dict of a `kind` projector (`meta`: one, for keys and shapes).
 
     Reads the original `mm_projector.bin` (keys `model.mm_projector.*`) as well as our own projector.safetensors
-    (bare keys); the file's kind (linear or mlp2x_gelu) must be the model's.
+    (bare keys); the file's kind (linear or mlp2x_gelu) must be `kind`.
     """
     files = CheckpointFiles(path, rename=lambda k: re.sub(r"^(model\.)?mm_projector\.", "", k))
-    kind = _projector_kind(list(files), str(path))
-    if kind != model.cfg.projector:
-        raise ValueError(f"{path}: a {kind} projector, but the model's projector is {model.cfg.projector}")
-    state = convert(projector_rules(kind), files, expected_shapes(model.projector), str(path))
-    model.projector.load_state_dict(state)
+    found = _projector_kind(list(files), str(path))
+    if found != kind:
+        raise ValueError(f"{path}: a {found} projector, but the model's projector is {kind}")
+    return convert(projector_rules(kind), files, expected_shapes(meta), str(path))
+
+
+def load_projector(model: Llava, path: PathLike) -> None:
+    """A stage-1 projector file (original `mm_projector.bin` or ours) into `model.projector`, in place."""
+    model.projector.load_state_dict(projector_state(model.cfg.projector, model.projector, path))
 
 
 def load_llava(path: PathLike, vision: VisionTower | PathLike | None = None, projector: PathLike | None = None,
@@ -190,6 +195,8 @@ def load_llava(path: PathLike, vision: VisionTower | PathLike | None = None, pro
         tower.cfg = replace(vision.cfg, feature_layer=feature_layer, select=select)
     elif vision is not None:
         tower = load_hf_clip_vision(vision, feature_layer, select, dtype)
+    elif (path / SAVED_TOWER).is_dir():  # saved with the checkpoint by `save_llava`
+        tower = load_hf_clip_vision(path / SAVED_TOWER, feature_layer, select, dtype)
     elif not in_checkpoint:
         name = config.get("mm_vision_tower")
         tower = load_hf_clip_vision(_local_hf_folder(name, where), feature_layer, select, dtype)
@@ -217,6 +224,57 @@ def load_llava(path: PathLike, vision: VisionTower | PathLike | None = None, pro
     if projector is not None:
         load_projector(model, projector)
     return model.eval()
+
+
+SAVED_TOWER = "vision_tower"  # the subfolder where `save_llava` writes the tower (a transformers CLIP folder)
+_OFFICIAL_TOWERS = {"vit-l-14": "openai/clip-vit-large-patch14", "vit-l-14-336": "openai/clip-vit-large-patch14-336"}
+
+
+def save_llava(path: PathLike, cfg: LlavaConfig, state: dict[str, torch.Tensor], tokenizer: PathLike | None = None,
+               dtype: torch.dtype | None = None, image_aspect_ratio: str = "square") -> Path:
+    """Write a LLaVA as an original-LLaVA folder (haotian-liu/LLaVA's layout) that `load_llava` reads back:
+    config.json (the HF Llama config + the `mm_*` keys), model.safetensors (HF Llama keys + `model.mm_projector.*`),
+    the tokenizer when given, and the frozen tower as a transformers CLIP folder in `vision_tower/`.
+
+    `state` is the whole model's state dict in our key names (a sharded run gathers it first); `dtype` casts
+    floating tensors on the way out (bf16 runs save bf16, as the official code does).
+    """
+    import transformers
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    cast = (lambda t: t.to(dtype) if dtype is not None and t.is_floating_point() else t)  # noqa: E731
+    weights = {k: cast(v) for k, v in export_state(original_llava_rules(cfg), state).items()}
+    save_file(weights, str(path / "model.safetensors"), metadata={"format": "pt"})
+    tower_state = {k.removeprefix("vision.visual."): v for k, v in state.items() if k.startswith("vision.visual.")}
+    tower = {"vision_model." + k: cast(v) for k, v in export_state(clip_vision_rules(cfg.vision), tower_state).items()}
+    (path / SAVED_TOWER).mkdir(exist_ok=True)
+    tower_config = transformers.CLIPVisionConfig(**vision_config_to_hf(cfg.vision))
+    tower_config.architectures = ["CLIPVisionModel"]
+    tower_config.save_pretrained(path / SAVED_TOWER)
+    save_file(tower, str(path / SAVED_TOWER / "model.safetensors"), metadata={"format": "pt"})
+    preset = next((name for name, p in VISION_PRESETS.items()
+                   if replace(p, feature_layer=cfg.vision.feature_layer, select=cfg.vision.select) == cfg.vision), None)
+    config = {
+        "architectures": ["LlavaLlamaForCausalLM"], "model_type": "llava_llama", **llama_config_to_hf(cfg.llm),
+        "mm_vision_tower": _OFFICIAL_TOWERS.get(preset, SAVED_TOWER),
+        "mm_hidden_size": cfg.vision.width,
+        "mm_projector_type": cfg.projector,
+        "mm_vision_select_layer": cfg.vision.feature_layer,
+        "mm_vision_select_feature": cfg.vision.select,
+        "mm_use_im_start_end": False,
+        "mm_use_im_patch_token": False,
+        "mm_patch_merge_type": "flat",
+        "image_aspect_ratio": image_aspect_ratio,
+        "use_mm_proj": True,
+        "torch_dtype": str(dtype or torch.float32).removeprefix("torch."),
+    }
+    (path / "config.json").write_text(json.dumps(config, indent=2))
+    if tokenizer is not None:
+        from transformers import AutoTokenizer
+
+        AutoTokenizer.from_pretrained(str(tokenizer)).save_pretrained(path)
+    return path
 
 
 def _local_hf_folder(name: str | None, where: str) -> Path:
