@@ -177,9 +177,10 @@ class LlavaModule(_AdamWCosine):
         stage1 = self.hparams.stage == 1
         keys = [k for k in self.model.state_dict() if k.startswith("projector.")] if stage1 else None
         state = full_state(self.model, keys)
-        if self.trainer is not None and not self.trainer.is_global_zero:
+        trainer = self._trainer
+        if trainer is not None and not trainer.is_global_zero:
             return
-        dtype = torch.bfloat16 if self._trainer is not None and "bf16" in str(self.trainer.precision) else None
+        dtype = torch.bfloat16 if trainer is not None and "bf16" in str(trainer.precision) else None
         if stage1:
             projector = {k.removeprefix("projector."): v for k, v in state.items()}
             if path.suffix == ".bin":  # the original stage-1 file

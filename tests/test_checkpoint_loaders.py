@@ -7,11 +7,10 @@ from __future__ import annotations
 import json
 
 import huggingface_hub
-import open_clip
 import pytest
 import torch
 import transformers
-from safetensors.torch import save_file
+import real_checkpoints
 from tiny_llava import tiny_cfg
 
 from minillava import load_hf_llama, load_llava, load_open_clip_vision
@@ -27,11 +26,6 @@ from minillava.model import Llava, override
 from minillava.constants import IMAGE_TOKEN
 from minillava.tokenizer import load_tokenizer, train_bpe_tokenizer
 from minillava.vision import VISION_PRESETS
-
-TINY_VIT = {"embed_dim": 16, "quick_gelu": True,
-            "vision_cfg": {"image_size": 32, "layers": 3, "width": 32, "head_width": 8, "patch_size": 8},
-            "text_cfg": {"context_length": 8, "vocab_size": 40, "width": 16, "heads": 2, "layers": 1}}
-
 
 def inputs(model: Llava) -> tuple[torch.Tensor, torch.Tensor]:
     ids = torch.randint(5, 64, (1, model.cfg.num_image_tokens + 6))
@@ -70,21 +64,13 @@ def test_open_clip_names_give_the_paper_towers():
 
 @pytest.fixture(scope="module")
 def tiny_open_clip(tmp_path_factory):
-    """A tiny open_clip model registered by name, and its whole-CLIP state dict saved as open_clip does."""
-    folder = tmp_path_factory.mktemp("open_clip")
-    (folder / "minillava-tiny-ViT.json").write_text(json.dumps(TINY_VIT))
-    open_clip.add_model_config(folder / "minillava-tiny-ViT.json")
-    torch.manual_seed(0)
-    clip = open_clip.create_model("minillava-tiny-ViT", pretrained=None).eval()
-    torch.save(clip.state_dict(), folder / "open_clip_pytorch_model.bin")
-    save_file({k: v.contiguous() for k, v in clip.state_dict().items()}, str(folder / "open_clip_model.safetensors"))
-    return clip, folder
+    return real_checkpoints.tiny_open_clip(tmp_path_factory.mktemp("open_clip"))
 
 
 @pytest.mark.parametrize("file", ["open_clip_pytorch_model.bin", "open_clip_model.safetensors"])
 def test_open_clip_by_name_with_a_local_file(tiny_open_clip, file):
     clip, folder = tiny_open_clip
-    tower = load_open_clip_vision("minillava-tiny-ViT", pretrained=folder / file)
+    tower = load_open_clip_vision(real_checkpoints.TINY_VIT_NAME, pretrained=folder / file)
     assert tower.cfg.quick_gelu and tower.cfg.num_patches == 16
     x = torch.randn(2, 3, 32, 32)
     expected = clip.visual.forward_intermediates(x, indices=[1], intermediates_only=True, output_fmt="NLC")
@@ -132,19 +118,7 @@ def write_original_llava(model: Llava, folder, clip_folder, shards: int = 2) -> 
 
 @pytest.fixture(scope="module")
 def hf_clip_folder(tmp_path_factory):
-    """A whole transformers CLIPModel folder (vision_model.* + text_model.* keys), like openai/clip-vit-large-*."""
-    folder = tmp_path_factory.mktemp("clip")
-    vision = transformers.CLIPVisionConfig(hidden_size=32, intermediate_size=128, num_hidden_layers=3,
-                                           num_attention_heads=4, image_size=32, patch_size=8, projection_dim=128)
-    text = transformers.CLIPTextConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                                       num_attention_heads=2, vocab_size=40, max_position_embeddings=8)
-    torch.manual_seed(0)
-    clip = transformers.CLIPModel(transformers.CLIPConfig(vision_config=vision.to_dict(), text_config=text.to_dict()))
-    state = {("vision_model." + k if k.startswith(("embeddings", "encoder", "pre_layrnorm", "post_layernorm"))
-              else k): v.contiguous() for k, v in clip.state_dict().items()}
-    save_file(state, str(folder / "model.safetensors"))
-    clip.config.save_pretrained(folder)
-    return folder
+    return real_checkpoints.hf_clip_folder(tmp_path_factory.mktemp("clip"))
 
 
 @pytest.mark.parametrize("projector", ["linear", "mlp2x_gelu"])
@@ -176,7 +150,7 @@ def test_original_llava_checkpoint(tmp_path, hf_clip_folder, projector):
 
 def test_original_llava_with_an_open_clip_tower(tmp_path, tiny_open_clip, hf_clip_folder):
     clip, folder = tiny_open_clip
-    tower = load_open_clip_vision("minillava-tiny-ViT", pretrained=folder / "open_clip_model.safetensors")
+    tower = load_open_clip_vision(real_checkpoints.TINY_VIT_NAME, pretrained=folder / "open_clip_model.safetensors")
     model = Llava(override(tiny_cfg("mlp2x_gelu"), {"vision.embed_dim": 16})).eval()
     model.vision = tower
     write_original_llava(model, tmp_path, hf_clip_folder, shards=1)
