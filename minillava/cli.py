@@ -5,8 +5,14 @@
     minillava gen-data --toy N --out DIR          the paper's data pipeline: contexts -> teacher -> LLaVA JSON
                                                   (or --coco FOLDER with a chat teacher; see --help)
     minillava fit -c toy/stage2 [--overrides]     any stage through LightningCLI; -c takes a packaged config
-                                                  name (minillava/configs/NAME.yaml) or a YAML path
+                                                  name (minillava/configs/NAME.yaml) or a YAML path;
+                                                  `minillava fit --help` lists every option, and
+                                                  `minillava fit -c NAME --print_config` the whole resolved config
     minillava {validate,test,predict} ...         the other LightningCLI subcommands
+    minillava configs                             the packaged configs (toy/*, paper/*), one line each
+    minillava plan -c paper/llava-v1-13b-stage2 --devices 8
+                                                  parameters, memory per GPU, FLOPs and hours of a config's run
+                                                  (--gpu, --mfu, --batch, --seq, --json; see --help)
 """
 
 from __future__ import annotations
@@ -46,6 +52,28 @@ def resolve_config_args(argv: list[str]) -> list[str]:
             raise SystemExit(f"minillava: config {value!r} is neither a file nor a packaged config ({', '.join(known)})")
         out[where] = str(found) if where == i + 1 else f"--config={found}"
     return out
+
+
+def packaged_configs() -> dict[str, str]:
+    """Every packaged config name -> the first line of its leading comment."""
+    root = Path(str(resources.files("minillava") / "configs"))
+    out = {}
+    for path in sorted(root.glob("*/*.yaml")):
+        first = next((line for line in path.read_text().splitlines() if line.strip()), "")
+        out[str(path.relative_to(root).with_suffix(""))] = first.lstrip("#").strip() if first.startswith("#") else ""
+    return out
+
+
+def configs_main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="minillava configs",
+                                     description="List the packaged configs that -c accepts by name.")
+    parser.parse_args(argv)
+    found = packaged_configs()
+    width = max(map(len, found), default=0)
+    for name, line in found.items():
+        print(f"{name:<{width}}  {line}")
+    print("\nminillava fit -c NAME (toy configs read runs/toy from `minillava toy`; paper configs need the weights "
+          "and data their comments name); minillava plan -c NAME --devices N")
 
 
 def lightning_main(argv: list[str]) -> None:
@@ -212,11 +240,17 @@ def main(argv: list[str] | None = None) -> None:
         toy_main(rest)
     elif command == "gen-data":
         gen_data_main(rest)
+    elif command == "configs":
+        configs_main(rest)
+    elif command == "plan":
+        from .plan import plan_main
+
+        plan_main(rest)
     elif command in LIGHTNING_SUBCOMMANDS:
         lightning_main(argv)
     else:
         raise SystemExit(f"minillava: unknown command {command!r}; "
-                         f"try: toy, gen-data, {', '.join(LIGHTNING_SUBCOMMANDS)}")
+                         f"try: toy, gen-data, configs, plan, {', '.join(LIGHTNING_SUBCOMMANDS)}")
 
 
 if __name__ == "__main__":
