@@ -3,7 +3,8 @@
 The supervision mask comes from character offsets of the rendered prompt, never from token-count heuristics: a
 token is supervised iff it lies inside an assistant answer span (answer + stop marker). A token that straddles a
 span boundary is a tokenization mismatch and raises an error naming the record, instead of silently masking the
-whole sample out as the original code did.
+whole sample out as the original code did. So does a message holding a literal special token ("</s>", "###",
+a second "<image>", ...), which the tokenizer would read as the token itself and the original code would mask out.
 """
 
 from __future__ import annotations
@@ -21,7 +22,17 @@ class ConversationError(ValueError):
 
 @dataclass(frozen=True)
 class Template:
-    """How turns become one string. style: "v0" (the paper), "v1" (Vicuna v1.1 / LLaVA-1.5) or "plain"."""
+    """How turns become one string. style: "v0" (the paper), "v1" (Vicuna v1.1 / LLaVA-1.5) or "plain".
+
+    v0 is the paper's Table 2 text, "system###Human: q###Assistant: a###", the same string the inference prompt
+    uses. The official training code writes v0 differently ("system\\n\\n### Human: q\\n### Assistant: a\\n### ",
+    `_add_speaker_and_signal`), while its v0 inference prompt is Table 2's; we train on the text we prompt with
+    (algorithms/errata.md, entry 10).
+
+    `image_first` moves <image> to the front of the first human turn ("<image>\\n" + the rest, stripped), as the
+    official code's `preprocess_multimodal` does for LLaVA-1.5; off, the image stays on the side the data puts it
+    (the paper put it before or after the question at random, and the released 158K files keep that).
+    """
 
     name: str
     style: str
@@ -29,6 +40,7 @@ class Template:
     roles: tuple[str, str] = ("Human", "Assistant")
     sep: str = "###"  # after the system message and after each human turn
     stop: str = "###"  # what ends an answer: supervised, and where generation stops
+    image_first: bool = False
 
     def render(self, turns: list[tuple[str, str]], generation_prompt: bool = False) -> tuple[str, list[tuple[int, int]]]:
         """Render (role, message) turns, role in {"human", "gpt"}; return text and supervised (start, end) spans.
@@ -36,6 +48,8 @@ class Template:
         With `generation_prompt`, the text ends where the assistant is to begin its answer.
         """
         _check_roles(turns, generation_prompt)
+        if self.image_first:
+            turns = move_image_first(turns)
         user, assistant = self.roles
         spans: list[tuple[int, int]] = []
         if self.style == "plain":  # stage-1 "plain" format of the later code: <image> + caption + "\n"
@@ -61,6 +75,32 @@ class Template:
         if generation_prompt:
             text += f"{assistant}:"
         return text, spans
+
+    def reserved(self, tokenizer) -> list[str]:
+        """Strings a message must not contain: the separator and stop marker the template writes (unless blank,
+        as v1's " " and plain's "\\n"), and the tokenizer's special tokens but <image> (`check_messages`)."""
+        used = (self.stop,) if self.style == "plain" else (self.sep, self.stop)
+        marks = {s for s in used if s.strip()} | set(tokenizer.all_special_tokens)
+        return sorted(marks - {IMAGE_TOKEN})
+
+
+def move_image_first(turns: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """<image> to the front of the first turn: "<image>\\n" + the turn without it, stripped (official code)."""
+    role, msg = turns[0]
+    if IMAGE_TOKEN not in msg:
+        return turns
+    return [(role, f"{IMAGE_TOKEN}\n{msg.replace(IMAGE_TOKEN, '').strip()}"), *turns[1:]]
+
+
+def check_messages(turns: list[tuple[str, str]], template: Template, tokenizer) -> None:
+    """Refuse literal special tokens in messages: the tokenizer would turn "</s>" in an answer into EOS, "###"
+    into v0's separator, and so teach the model to stop mid-answer. <image> may appear once, in the first turn."""
+    reserved = template.reserved(tokenizer)
+    for i, (_, msg) in enumerate(turns):
+        if found := [s for s in reserved if s in msg]:
+            raise ConversationError(f"turn {i} contains {found[0]!r}, which the template or tokenizer reserves")
+        if IMAGE_TOKEN in msg and (i > 0 or msg.count(IMAGE_TOKEN) > 1):
+            raise ConversationError(f"turn {i}: {IMAGE_TOKEN} may appear only once, in the first turn")
 
 
 def _check_roles(turns: list[tuple[str, str]], generation_prompt: bool) -> None:
@@ -110,6 +150,7 @@ class Example:
     labels: torch.Tensor  # (t,)
     n_images: int = 0
     meta: dict = field(default_factory=dict)
+    truncated: int = 0  # tokens cut off the end to fit max_len (truncate=True)
 
 
 def tokenize_turns(
@@ -119,19 +160,27 @@ def tokenize_turns(
     num_image_tokens: int,
     max_len: int | None = None,
     record: str = "?",
+    truncate: bool = False,
 ) -> Example:
     """Render, tokenize, expand each <image> into `num_image_tokens` placeholders, and build labels from offsets.
 
     Alg 3, line 6: labels y_t = x_t inside assistant answers and their stop marker, -100 elsewhere.
+    Longer than `max_len`: an error, or with `truncate` cut to `max_len` (see `tokenize_text`).
     """
     try:
         text, spans = template.render(turns)
+        check_messages(turns, template, tokenizer)
     except ConversationError as exc:
         raise ConversationError(f"record {record}: {exc}") from None
-    return tokenize_text(text, spans, tokenizer, num_image_tokens, max_len, record)
+    return tokenize_text(text, spans, tokenizer, num_image_tokens, max_len, record, truncate)
 
 
-def tokenize_text(text, spans, tokenizer, num_image_tokens, max_len=None, record="?") -> Example:
+def tokenize_text(text, spans, tokenizer, num_image_tokens, max_len=None, record="?", truncate=False) -> Example:
+    """`tokenize_turns` on rendered text and its supervised spans.
+
+    `truncate` cuts input ids and labels alike at `max_len`, as the official code does (tokenizer truncation at
+    model_max_length), but refuses a cut that would drop image placeholders or every supervised token.
+    """
     enc = tokenizer(text, return_offsets_mapping=True, add_special_tokens=True)
     ids: list[int] = enc["input_ids"]
     image_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
@@ -163,9 +212,19 @@ def tokenize_text(text, spans, tokenizer, num_image_tokens, max_len=None, record
         else:
             out_ids.append(tok)
             out_labels.append(lab)
-    if max_len is not None and len(out_ids) > max_len:
-        raise ConversationError(f"record {record}: {len(out_ids)} tokens is longer than max_len={max_len}")
-    return Example(torch.tensor(out_ids), torch.tensor(out_labels), n_images)
+    n = len(out_ids)
+    if max_len is None or n <= max_len:
+        return Example(torch.tensor(out_ids), torch.tensor(out_labels), n_images)
+    if not truncate:
+        raise ConversationError(f"record {record}: {n} tokens is longer than max_len={max_len}")
+    if image_id in out_ids[max_len:]:  # the model needs every placeholder of an image it is given
+        raise ConversationError(f"record {record}: truncating {n} tokens to max_len={max_len} would cut into "
+                                f"its image placeholders")
+    if all(lab == IGNORE_INDEX for lab in out_labels[:max_len]):
+        raise ConversationError(f"record {record}: truncating {n} tokens to max_len={max_len} would leave no "
+                                f"supervised token")
+    return Example(torch.tensor(out_ids[:max_len]), torch.tensor(out_labels[:max_len]), n_images,
+                   truncated=n - max_len)
 
 
 def pad_batch(examples: list[Example], pad_id: int, side: str = "right") -> dict[str, torch.Tensor]:

@@ -2,61 +2,35 @@
 
 Every record is tokenized when the data is set up, so a bad record (wrong roles, missing image, too long, ...)
 stops the run before training starts, with an error naming the record and the file.
+
+The original release files are read unchanged: stage 1's `blip_laion_cc_sbu_558k.json` and CC-595K `chat.json`
+(image paths relative to their image folder), stage 2's `llava_instruct_158k.json` (relative to COCO train2017)
+and LLaVA-1.5's `llava_v1_5_mix665k.json` (relative to the data root; ShareGPT rows have no image). The options
+that differ between the paper's recipe and LLaVA-1.5's: `image_aspect_ratio` ("crop" / "pad", images.py),
+`image_first` (conversation.py), `truncation` and the template.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+from dataclasses import replace
 from pathlib import Path
 
 import lightning as L
 import torch
-from open_clip import image_transform
-from PIL import Image
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 
 from ..constants import IGNORE_INDEX, IMAGE_TOKEN
 from ..conversation import TEMPLATES, ConversationError, Example, pad_batch, tokenize_turns
 from ..tokenizer import load_tokenizer
 from .context import caption_lines
+from .images import CLIP_MEAN, CLIP_STD, ImageCache, clip_transform, load_image  # noqa: F401  (re-exported)
+from .sampler import ModalityLengthGroupedBatchSampler
 from .validate import load_llava_json
 
-# OpenAI CLIP's pixel statistics; our toy tower is trained with the same normalisation
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-
-
-def clip_transform(image_size: int):
-    """PIL image -> normalised (3, H, W) tensor: resize the short side, centre crop, normalise (CLIP eval)."""
-    return image_transform(image_size, is_train=False, mean=CLIP_MEAN, std=CLIP_STD)
-
-
-def load_image(folder: Path, name: str, record: str, transform) -> torch.Tensor:
-    path = folder / name
-    try:
-        with Image.open(path) as im:
-            return transform(im.convert("RGB"))
-    except (OSError, ValueError) as exc:
-        raise FileNotFoundError(f"record {record}: cannot read image {path}: {exc}") from None
-
-
-class ImageCache:
-    """Decoded, transformed images kept in memory after their first use (`enabled=False`: always read from disk).
-
-    Worth it when every image fits in memory and is read many times, as in the toy world (6000 images of
-    3x32x32 floats are 74 MB, and re-decoding PNGs costs more than a toy training step's compute); not for COCO.
-    """
-
-    def __init__(self, folder: Path, transform, enabled: bool) -> None:
-        self.folder, self.transform, self.enabled = folder, transform, enabled
-        self.images: dict[str, torch.Tensor] = {}
-
-    def get(self, name: str, record: str) -> torch.Tensor:
-        if not self.enabled:
-            return load_image(self.folder, name, record, self.transform)
-        if name not in self.images:
-            self.images[name] = load_image(self.folder, name, record, self.transform)
-        return self.images[name]
+log = logging.getLogger(__name__)
+TRUNCATION = ("error", "truncate")
 
 
 def record_turns(rec: dict) -> list[tuple[str, str]]:
@@ -78,17 +52,23 @@ class LlavaDataset(Dataset):
         supervise: str = "answers",  # "answers": assistant turns only (LLaVA); "all": every token (LM pretraining)
         limit: int | None = None,
         cache_images: bool = False,  # keep decoded images in memory (see ImageCache)
+        image_aspect_ratio: str = "crop",  # "crop": CLIP's centre crop (paper); "pad": pad to square (LLaVA-1.5)
+        image_first: bool = False,  # "<image>\n" opens the first turn (LLaVA-1.5); off: the data's side (paper)
+        truncation: str = "error",  # longer than max_len: "error", or "truncate" as the official code does
     ) -> None:
+        if truncation not in TRUNCATION:
+            raise ValueError(f"truncation must be one of {TRUNCATION}, got {truncation!r}")
         self.json_path = Path(json_path)
         self.image_folder = Path(image_folder) if image_folder else None
-        self.images = ImageCache(self.image_folder, clip_transform(image_size), cache_images)
+        self.images = ImageCache(self.image_folder, clip_transform(image_size, image_aspect_ratio), cache_images)
         records = load_llava_json(self.json_path)[:limit]
         self.examples: list[Example] = []
         self.pad_id = tokenizer.pad_token_id
-        template_ = TEMPLATES[template]
+        template_ = replace(TEMPLATES[template], image_first=image_first)
         for rec in records:
             name = f"{rec['id']} of {self.json_path}"
-            ex = tokenize_turns(record_turns(rec), tokenizer, template_, num_image_tokens, max_len, record=name)
+            ex = tokenize_turns(record_turns(rec), tokenizer, template_, num_image_tokens, max_len, record=name,
+                                truncate=truncation == "truncate")
             if ex.n_images != (1 if "image" in rec else 0):
                 raise ConversationError(f"record {name}: {ex.n_images} <image> tokens after tokenization")
             if "image" in rec:
@@ -101,6 +81,20 @@ class LlavaDataset(Dataset):
                                         IGNORE_INDEX, ex.input_ids)
             ex.meta = {"id": rec["id"], "image": rec.get("image")}
             self.examples.append(ex)
+        self.n_truncated = sum(ex.truncated > 0 for ex in self.examples)
+        if self.n_truncated:
+            cut = sum(ex.truncated for ex in self.examples)
+            log.warning("%s: truncated %d of %d records to max_len=%d (%d tokens cut)", self.json_path,
+                        self.n_truncated, len(self.examples), max_len, cut)
+
+    @property
+    def lengths(self) -> list[int]:
+        """Tokens per example, image placeholders included: what a batch pads to."""
+        return [len(ex.input_ids) for ex in self.examples]
+
+    @property
+    def has_image(self) -> list[bool]:
+        return [ex.meta["image"] is not None for ex in self.examples]
 
     def __len__(self) -> int:
         return len(self.examples)
@@ -120,47 +114,19 @@ class LlavaDataset(Dataset):
         return batch
 
 
-class LengthGroupedBatchSampler(Sampler[list[int]]):
-    """Shuffled batches of similar length, so little compute goes to padding (LLaVA's `group_by_length`).
-
-    Each epoch: shuffle, cut into mega-batches of `group` batches, sort each mega-batch by length, cut it into
-    batches, and shuffle the order of all batches. Seeded by (seed, epoch), so runs are reproducible.
-    """
-
-    def __init__(self, lengths: list[int], batch_size: int, seed: int = 0, group: int = 32, drop_last: bool = True):
-        self.lengths, self.batch_size, self.seed, self.group, self.drop_last = lengths, batch_size, seed, group, drop_last
-        self.epoch = 0
-
-    def __iter__(self):
-        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        self.epoch += 1
-        order = torch.randperm(len(self.lengths), generator=g).tolist()
-        mega = self.batch_size * self.group
-        batches = []
-        for start in range(0, len(order), mega):
-            chunk = sorted(order[start : start + mega], key=lambda i: self.lengths[i])
-            batches += [chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
-        if self.drop_last:
-            batches = [b for b in batches if len(b) == self.batch_size]
-        order = torch.randperm(len(batches), generator=g).tolist()
-        rank, world = _rank_and_world()
-        for i in order[rank : len(order) - len(order) % world : world]:  # each process its own share
-            yield batches[i]
-
-    def __len__(self) -> int:
-        n = len(self.lengths)
-        batches = n // self.batch_size if self.drop_last else -(-n // self.batch_size)
-        return batches // _rank_and_world()[1]
-
-
-def _rank_and_world() -> tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
+def LengthGroupedBatchSampler(lengths: list[int], batch_size: int, seed: int = 0, group: int = 32,
+                              drop_last: bool = True) -> ModalityLengthGroupedBatchSampler:
+    """The former sampler's signature (benchmarks/train_step.py uses it): one modality, this process's rank."""
+    return ModalityLengthGroupedBatchSampler(None, batch_size, drop_last, lengths=lengths, seed=seed, group=group)
 
 
 class LlavaDataModule(L.LightningDataModule):
-    """Train (and optional validation) LLaVA JSON files with an image folder, for stage 1, stage 2 or text-only."""
+    """Train (and optional validation) LLaVA JSON files with an image folder, for stage 1, stage 2 or text-only.
+
+    With `group_by_length`, training batches come from `ModalityLengthGroupedBatchSampler` (sampler.py): one
+    modality and similar length per batch, sharded over ranks. On a resumed run the trainer's epoch and the
+    batches it already ran in that epoch are passed on, so the run continues where it stopped.
+    """
 
     def __init__(
         self,
@@ -179,6 +145,9 @@ class LlavaDataModule(L.LightningDataModule):
         num_workers: int = 0,
         limit: int | None = None,
         cache_images: bool = False,
+        image_aspect_ratio: str = "crop",
+        image_first: bool = False,
+        truncation: str = "error",
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -189,7 +158,7 @@ class LlavaDataModule(L.LightningDataModule):
         h = self.hparams
         tok = load_tokenizer(h.tokenizer)
         return LlavaDataset(path, h.image_folder, tok, h.template, h.num_image_tokens, h.image_size, h.max_len,
-                            h.supervise, h.limit, h.cache_images)
+                            h.supervise, h.limit, h.cache_images, h.image_aspect_ratio, h.image_first, h.truncation)
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is None:
@@ -199,13 +168,27 @@ class LlavaDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         ds, h = self.train_set, self.hparams
+        world = getattr(self.trainer, "world_size", 1)
+        drop_last = len(ds) >= h.batch_size * world  # a tiny data set still yields its one short step
         if h.group_by_length:
-            lengths = [len(ex.input_ids) for ex in ds.examples]
-            sampler = LengthGroupedBatchSampler(lengths, h.batch_size, seed=h.seed,
-                                                drop_last=len(ds) > h.batch_size)
+            # built inside this hook, so Lightning can re-create it around its DistributedSampler (sampler.py)
+            sampler = ModalityLengthGroupedBatchSampler(
+                None, h.batch_size, drop_last, lengths=ds.lengths, has_image=ds.has_image, seed=h.seed,
+                epoch=getattr(self.trainer, "current_epoch", 0), start_batch=self._batches_done_in_epoch())
             return DataLoader(ds, batch_sampler=sampler, collate_fn=ds.collate, num_workers=h.num_workers)
         return DataLoader(ds, batch_size=h.batch_size, shuffle=True, collate_fn=ds.collate,
-                          num_workers=h.num_workers, drop_last=len(ds) > h.batch_size)
+                          num_workers=h.num_workers, drop_last=drop_last)
+
+    def _batches_done_in_epoch(self) -> int:
+        """Training batches this rank already ran in the trainer's current epoch: 0 unless resuming mid-epoch.
+
+        `processed`, not `completed`: a checkpoint saved in `on_train_batch_end` (ModelCheckpoint's
+        `every_n_train_steps`) holds completed = processed - 1, and Lightning adds the missing one only after it
+        has asked for this dataloader; measured with Lightning 2.6 (resume after step 13 of 10-batch epochs:
+        epoch 1, processed 3, completed 2).
+        """
+        loop = getattr(getattr(self.trainer, "fit_loop", None), "epoch_loop", None)
+        return getattr(getattr(getattr(loop, "batch_progress", None), "current", None), "processed", 0)
 
     def val_dataloader(self) -> DataLoader | list:
         if self.val_set is None:

@@ -10,7 +10,8 @@ Rules, as the original data follows them: turns alternate human / gpt, starting 
 ``<image>`` appears exactly once, in the first human turn, before the question ("<image>\\n...") or after it
 ("...\\n<image>"; the paper put it on either side at random); a record without "image" is text-only and has no
 ``<image>``. Optional string fields: "kind" (ours: conv / detail / complex / vqa / caption) and "model" (in
-LLaVA-1.5's mix665k). An integer id, as some original files have, is read as its decimal string.
+LLaVA-1.5's mix665k; nothing reads it, so it may be empty). An integer id, as some original files have, is read as
+its decimal string.
 
 Every problem raises ``LlavaDataError`` naming the file and the record (index and id, or line); with
 ``skip_bad=True`` bad records are left out instead and listed in the returned ``LoadReport``.
@@ -30,6 +31,7 @@ from minillava.constants import IMAGE_TOKEN
 
 KNOWN_FIELDS = ("id", "image", "conversations", "kind", "model")
 _OPTIONAL_STRINGS = ("image", "kind", "model")
+_MAY_BE_EMPTY = ("model",)
 _WHITESPACE = re.compile(r"\s*")
 
 log = logging.getLogger(__name__)
@@ -66,8 +68,10 @@ def check_record(record: Any) -> str | None:
     if isinstance(rid, bool) or not isinstance(rid, (str, int)) or rid == "":
         return 'missing or empty "id" (a string, or an integer)'
     for key in _OPTIONAL_STRINGS:
-        if key in record and (not isinstance(record[key], str) or not record[key]):
-            return f'"{key}" must be a non-empty string'
+        if key in record and not isinstance(record[key], str):
+            return f'"{key}" must be a string'
+        if key in record and not record[key] and key not in _MAY_BE_EMPTY:
+            return f'"{key}" must not be empty'
     turns = record.get("conversations")
     if not isinstance(turns, list) or not turns:
         return 'missing or empty "conversations"'
