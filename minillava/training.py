@@ -11,6 +11,7 @@ safetensors files (`save_to` / `*_weights`), never as pickles.
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -281,3 +282,27 @@ class LossHistory(L.Callback):
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
         self.steps.append(trainer.global_step)
         self.losses.append(float(loss.detach()))
+
+
+class StepLosses(L.Callback):
+    """Appends every training batch's loss on every rank to a JSON-lines file (rank 0 writes), one line per batch:
+    {"step": optimiser steps before it, "batch": batch index in the epoch, "losses": [rank 0, rank 1, ...]}.
+
+    For comparing runs batch by batch: a resumed run against an uninterrupted one, a sharded run against one
+    process (the tests do both).
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+        self._step = 0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._step = trainer.global_step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        loss = (outputs["loss"] if isinstance(outputs, dict) else outputs).detach().float().reshape(1)
+        losses = trainer.strategy.all_gather(loss).flatten().tolist() if trainer.world_size > 1 else loss.tolist()
+        if trainer.is_global_zero:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("a") as f:
+                f.write(json.dumps({"step": self._step, "batch": batch_idx, "losses": losses}) + "\n")
