@@ -180,7 +180,8 @@ def format_result(r: dict) -> str:
         f"  step time       {r['step_seconds'] * 1e3:.1f} ms (mean of {r['steps']}; median "
         f"{r['step_seconds_median'] * 1e3:.1f} ms)",
         f"  tokens/s        {r['tokens_per_s']:,.0f}",
-        f"  achieved        {r['tflops']:.3g} TFLOPS (model FLOPs; {r['model_flops_per_step'] / 1e12:.3g} TFLOP per step)",
+        f"  achieved        {r['tflops']:.3g} TFLOPS (model FLOPs; {r['model_flops_per_step'] / 1e12:.3g} TFLOP "
+        "per step)",
         f"  MFU             {pct(r['mfu'])} {peak}; HFU {pct(r['hfu'])}",
         f"  peak memory     {mem} (minillava plan's estimate: {r['planned_memory_gib']:.1f} GiB)",
     ])

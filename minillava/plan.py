@@ -209,8 +209,12 @@ def memory_per_gpu(cfg: LlavaConfig, counts: ParamCounts, stage: int, *, data_pa
     """Peak memory of one GPU training a micro-batch of `batch` x `seq` tokens (assumptions: module docstring)."""
     if precision not in ("bf16-mixed", "bf16-true", "32-true", "32", "16-mixed"):
         raise ValueError(f"plan: precision {precision!r} is not modelled (bf16-mixed, bf16-true, 16-mixed, 32-true)")
-    half = precision in ("bf16-true",)
+    half = precision == "bf16-true"
     fp32 = precision in ("32-true", "32")
+    # how blocks compute: FSDP2 casts its shards to bf16 for bf16-mixed (param_dtype); bf16-true stores bf16;
+    # otherwise fp32 weights, autocast to 16 bits for the mixed precisions, plain fp32 for 32-true
+    bf16_compute = half or (sharded and precision == "bf16-mixed")
+    compute = "bf16" if bf16_compute or fp32 else "autocast"
     param_b = 2 if half else 4
     shard = data_parallel if sharded else 1
     trainable = counts.trainable(stage)
@@ -220,11 +224,11 @@ def memory_per_gpu(cfg: LlavaConfig, counts: ParamCounts, stage: int, *, data_pa
     if sharded:
         unit = max(counts.llm_block, counts.llm_embed, counts.llm_head, counts.vision_block)
         trained_unit = counts.llm_block if stage == 2 else counts.projector
-        buffers = 2 * unit * (4 if fp32 else 2) + trained_unit * 6
+        gathered_b = 2 if bf16_compute else param_b
+        grad_b = 6 if precision == "bf16-mixed" else param_b  # bf16 gradients + their fp32 copy for the reduction
+        buffers = 2 * unit * gathered_b + trained_unit * grad_b
     else:
         buffers = trainable * param_b if data_parallel > 1 else 0.0
-    # activations: FSDP2 computes blocks in bf16 (its param_dtype); DDP keeps fp32 weights and autocasts
-    compute = "bf16" if (sharded or half) else "autocast"
     trained = stage == 2
     llm = cfg.llm
     tokens = batch * seq
@@ -237,7 +241,7 @@ def memory_per_gpu(cfg: LlavaConfig, counts: ParamCounts, stage: int, *, data_pa
         blocks = llm.n_layers * (per_block + casts)
     activations = blocks + per_block + tokens * OUTSIDE_BLOCKS_BYTES_PER_D * llm.d_model
     logits = tokens * LOGITS_BYTES_PER_VOCAB * llm.vocab_size
-    scale = 2 if fp32 else 1
+    scale = 2 if fp32 else 1  # 32-true: every saved tensor twice as wide as in bf16 (an approximation)
     return Memory(weights, gradients, optimizer, buffers, activations * scale, logits)
 
 
@@ -444,7 +448,8 @@ def format_plan(plan: dict) -> str:
         lines.append(f"  {label:<{LABEL - 2}}{mem['without'][key]:>{COL}.1f}{mem['with'][key]:>{COL}.1f}")
     cap = s["gpu_memory_gib"]
     fits = ["yes" if mem[k]["total"] < 0.9 * cap else "no" for k in ("without", "with")]
-    lines.append(f"  {'fits ' + s['gpu'] + f' ({cap:g} GiB, 10% headroom)?':<{LABEL - 2}}{fits[0]:>{COL}}{fits[1]:>{COL}}")
+    label = f"fits {s['gpu']} ({cap:g} GiB, 10% headroom)?"
+    lines.append(f"  {label:<{LABEL - 2}}{fits[0]:>{COL}}{fits[1]:>{COL}}")
     samples = "n/a" if data["samples"] is None else f"{data['samples']:,}"
     estimate = " (an estimate: --tokens-per-sample)" if recipe else ""
     lines += [

@@ -42,8 +42,9 @@ class Recipe:
 
 RECIPES: dict[tuple[str, int], Recipe] = {
     # LLaVA v1 (the paper): 256 visual tokens; v0 template with a system message
+    # 256 visual tokens + system message, a brief instruction, a caption
     ("llava-v1", 1): Recipe("LLaVA v1 stage 1: feature alignment", "CC3M-595K chat.json", 595_000, 1, 2e-3, 128,
-                            "v0", mean_tokens=320, reported_hours=4),  # 256 visual + system, a brief instruction, a caption
+                            "v0", mean_tokens=320, reported_hours=4),
     ("llava-v1", 2): Recipe("LLaVA v1 stage 2: end-to-end fine-tuning", "llava_instruct_158k.json", 158_000, 3,
                             2e-5, 32, "v0", mean_tokens=600, reported_hours=10),  # 256 visual + multi-turn answers
     # LLaVA-1.5 (official scripts/v1_5/pretrain.sh, finetune.sh): 576 visual tokens
