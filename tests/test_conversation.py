@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
+from llama_tokenizer import tiny_llama_tokenizer
 
 from minillava.constants import IGNORE_INDEX
-from minillava.conversation import TEMPLATES, ConversationError, pad_batch, tokenize_turns
+from minillava.conversation import TEMPLATES, ConversationError, move_image_first, pad_batch, tokenize_turns
+from minillava.tokenizer import load_tokenizer
 
 TURNS = [
     ("human", "<image>\nWhat colour is the circle?"),
@@ -91,3 +95,87 @@ def test_plain_template_is_image_then_caption(tokenizer):
     assert text == "<image>A red circle.\n" and [text[a:b] for a, b in spans] == ["A red circle.\n"]
     ex = tokenize_turns(turns, tokenizer, TEMPLATES["plain"], num_image_tokens=4)
     assert tokenizer.decode(ex.input_ids[ex.labels != IGNORE_INDEX]) == "A red circle.\n"
+
+
+# -- with a LLaMA-style tokenizer (Vicuna's kind), the options of the paper's and LLaVA-1.5's recipes -------------
+
+
+@pytest.fixture(scope="module")
+def llama(tmp_path_factory):
+    return load_tokenizer(tiny_llama_tokenizer(tmp_path_factory.mktemp("llama")))
+
+
+def test_image_token_is_added_after_the_llama_vocabulary(llama):
+    base = len(llama) - 1
+    assert llama.convert_tokens_to_ids("<image>") == base  # 32000 for Vicuna's 32000 pieces
+    assert (llama.bos_token_id, llama.eos_token_id, llama.unk_token_id, llama.pad_token_id) == (1, 2, 0, 0)
+
+
+@pytest.mark.parametrize("first", ["<image>\nWhat is in the image?", "What is in the image?\n<image>"])
+@pytest.mark.parametrize("template", ["v0", "v1"])
+def test_image_splits_cleanly_before_or_after_the_question(llama, first, template):
+    turns = [("human", first), ("gpt", "A red circle."), ("human", "How many objects?"), ("gpt", "Three.")]
+    ex = tokenize_turns(turns, llama, TEMPLATES[template], num_image_tokens=5, record="r")
+    image_id = llama.convert_tokens_to_ids("<image>")
+    at = (ex.input_ids == image_id).nonzero().flatten().tolist()
+    assert ex.n_images == 1 and at == list(range(at[0], at[0] + 5))  # one run of placeholders
+    newline = llama.convert_tokens_to_ids("<0x0A>")  # "\n" is a byte token on either side of <image>
+    assert ex.input_ids[at[-1] + 1] == newline if first.startswith("<image>") else ex.input_ids[at[0] - 1] == newline
+    stop = TEMPLATES[template].stop
+    assert llama.decode(ex.input_ids[ex.labels != IGNORE_INDEX]) == f"A red circle.{stop} Three.{stop}"
+    text, _ = TEMPLATES[template].render(turns)
+    kept = ex.input_ids[ex.input_ids != image_id]
+    assert kept[0] == llama.bos_token_id and llama.decode(kept[1:]) == text.replace("<image>", "")  # all there
+
+
+def test_image_first_moves_the_image_as_the_official_code_does():
+    turns = [("human", " Where is the cat?\n<image>"), ("gpt", "On the couch.")]
+    assert move_image_first(turns) == [("human", "<image>\nWhere is the cat?"), ("gpt", "On the couch.")]
+    assert move_image_first([("human", "Hi"), ("gpt", "Hello")]) == [("human", "Hi"), ("gpt", "Hello")]
+    v1_first = replace(TEMPLATES["v1"], image_first=True)
+    assert "USER: <image>\nWhere is the cat? ASSISTANT:" in v1_first.render(turns)[0]
+    assert "USER:  Where is the cat?\n<image> ASSISTANT:" in TEMPLATES["v1"].render(turns)[0]  # the data's side
+
+
+@pytest.mark.parametrize(
+    "template,turns,found",
+    [
+        ("v1", [("human", "<image>\nq"), ("gpt", "a </s> b")], "'</s>'"),
+        ("v0", [("human", "<image>\nq"), ("gpt", "### Heading")], "'###'"),
+        ("v1", [("human", "say <s>"), ("gpt", "ok")], "'<s>'"),
+        ("v1", [("human", "q"), ("gpt", "an <unk> here")], "'<unk>'"),
+        ("plain", [("human", "<image>\nq"), ("gpt", "a caption</s>")], "'</s>'"),
+        ("v1", [("human", "<image>\nq"), ("gpt", "see <image>")], "turn 1: <image> may appear only once"),
+        ("v1", [("human", "<image>\nq <image>"), ("gpt", "a")], "turn 0: <image> may appear only once"),
+    ],
+)
+def test_literal_special_tokens_in_a_message_are_refused(llama, template, turns, found):
+    with pytest.raises(ConversationError, match=f"record rec-3: .*{found}"):
+        tokenize_turns(turns, llama, TEMPLATES[template], 4, record="rec-3")
+
+
+def test_markers_of_other_templates_are_plain_text(llama):
+    turns = [("human", "Format it"), ("gpt", "### Title\nText")]  # markdown: fine for v1, whose stop is </s>
+    ex = tokenize_turns(turns, llama, TEMPLATES["v1"], 4)
+    assert llama.decode(ex.input_ids[ex.labels != IGNORE_INDEX]) == "### Title\nText</s>"
+
+
+def test_truncation_cuts_ids_and_labels_alike(llama):
+    full = tokenize_turns(TURNS, llama, TEMPLATES["v1"], 8)
+    n = len(full.input_ids)
+    with pytest.raises(ConversationError, match=f"record r1: {n} tokens is longer than max_len={n - 3}"):
+        tokenize_turns(TURNS, llama, TEMPLATES["v1"], 8, max_len=n - 3, record="r1")
+    cut = tokenize_turns(TURNS, llama, TEMPLATES["v1"], 8, max_len=n - 3, record="r1", truncate=True)
+    assert torch.equal(cut.input_ids, full.input_ids[: n - 3]) and torch.equal(cut.labels, full.labels[: n - 3])
+    assert (cut.truncated, full.truncated) == (3, 0) and cut.n_images == 1
+
+
+def test_truncation_refuses_to_cut_an_image_or_every_answer(llama):
+    turns = [("human", "What is this?\n<image>"), ("gpt", "A cat.")]
+    ex = tokenize_turns(turns, llama, TEMPLATES["v1"], 8)
+    first_image = int((ex.input_ids == llama.convert_tokens_to_ids("<image>")).nonzero()[0])
+    with pytest.raises(ConversationError, match="record r2: truncating .* would cut into its image placeholders"):
+        tokenize_turns(turns, llama, TEMPLATES["v1"], 8, max_len=first_image + 3, record="r2", truncate=True)
+    first_label = int((ex.labels != IGNORE_INDEX).nonzero()[0])
+    with pytest.raises(ConversationError, match="record r3: truncating .* would leave no supervised token"):
+        tokenize_turns(turns, llama, TEMPLATES["v1"], 8, max_len=first_label, record="r3", truncate=True)

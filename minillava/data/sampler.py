@@ -89,7 +89,7 @@ class ModalityLengthGroupedBatchSampler(BatchSampler):
         skip = self._resume[1] if self._resume and self._resume[0] == epoch else 0
         self._resume = None  # a resume point applies to the first pass only
         for step in self.plan(epoch)[skip:]:
-            yield self._share(step)
+            yield share(step, self.rank, self.world_size)
         self.epoch = epoch + 1
 
     def plan(self, epoch: int) -> list[list[int]]:
@@ -118,10 +118,11 @@ class ModalityLengthGroupedBatchSampler(BatchSampler):
         (every rank must run every step)."""
         return not self.drop_last and m >= self.world_size
 
-    def _share(self, step: list[int]) -> list[int]:
-        """This rank's contiguous slice of a global step: B rows, or about len(step) / W for a short step."""
-        n, w, r = len(step), self.world_size, self.rank
-        return step[r * n // w : (r + 1) * n // w]
+
+def share(step: list[int], rank: int, world_size: int) -> list[int]:
+    """Rank `rank`'s contiguous slice of a global step: B rows, or about len(step) / W for a short step."""
+    n = len(step)
+    return step[rank * n // world_size : (rank + 1) * n // world_size]
 
 
 def _rank_and_world(sampler: object, rank: int | None, world_size: int | None) -> tuple[int, int]:
