@@ -48,7 +48,8 @@ def fit(config: Path, *args: str, timeout: int = 300, check: bool = True) -> sub
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore",
            "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.run([sys.executable, "-m", "minillava", "fit", "-c", str(config), *args], env=env,
-                          capture_output=True, text=True, timeout=timeout, start_new_session=True)
+                          capture_output=True, text=True, timeout=timeout, start_new_session=True,
+                          cwd=config.parent)  # where LightningCLI writes its config.yaml
     if check and proc.returncode != 0:
         raise AssertionError(f"minillava fit -c {config} {' '.join(args)} failed ({proc.returncode}):\n"
                              f"{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
