@@ -174,27 +174,46 @@ class LlavaDataModule(L.LightningDataModule):
             # built inside this hook, so Lightning can re-create it around its DistributedSampler (sampler.py)
             sampler = ModalityLengthGroupedBatchSampler(
                 None, h.batch_size, drop_last, lengths=ds.lengths, has_image=ds.has_image, seed=h.seed,
-                epoch=getattr(self.trainer, "current_epoch", 0), start_batch=self._batches_done_in_epoch())
+                epoch=self._epoch(), start_batch=self._batches_done_in_epoch())
             return DataLoader(ds, batch_sampler=sampler, collate_fn=ds.collate, num_workers=h.num_workers)
         return DataLoader(ds, batch_size=h.batch_size, shuffle=True, collate_fn=ds.collate,
                           num_workers=h.num_workers, drop_last=drop_last)
 
-    def _batches_done_in_epoch(self) -> int:
-        """Training batches this rank already ran in the trainer's current epoch: 0 unless resuming mid-epoch.
+    def _epoch(self) -> int:
+        """The epoch the trainer is in or about to begin: the number its fit loop passes to `set_epoch`
+        (`epoch_progress.current.processed`). Not `trainer.current_epoch`, the completed epochs, which is one
+        behind after a checkpoint written at an epoch's end; and the sampler's first pass can start before
+        Lightning calls `set_epoch` (with DataLoader workers, making the iterator already draws batches)."""
+        return _attr(self.trainer, "fit_loop.epoch_progress.current.processed")
 
-        `processed`, not `completed`: a checkpoint saved in `on_train_batch_end` (ModelCheckpoint's
-        `every_n_train_steps`) holds completed = processed - 1, and Lightning adds the missing one only after it
-        has asked for this dataloader; measured with Lightning 2.6 (resume after step 13 of 10-batch epochs:
-        epoch 1, processed 3, completed 2).
+    def _batches_done_in_epoch(self) -> int:
+        """Training batches this rank already ran in that epoch: 0 unless resuming from a checkpoint mid-epoch.
+
+        Counted only while the loop restarts from a checkpoint inside a started epoch: after a checkpoint at an
+        epoch's end, or when `reload_dataloaders_every_n_epochs` asks again before an epoch starts, the batch
+        progress still holds the previous epoch's count. `processed`, not `completed`: a checkpoint saved in
+        `on_train_batch_end` (ModelCheckpoint's `every_n_train_steps`) holds completed = processed - 1, and
+        Lightning adds the missing one only after it has asked for this dataloader. All as Lightning 2.6 does;
+        tests/test_dataset.py resumes real runs from each kind of checkpoint.
         """
-        loop = getattr(getattr(self.trainer, "fit_loop", None), "epoch_loop", None)
-        return getattr(getattr(getattr(loop, "batch_progress", None), "current", None), "processed", 0)
+        fit = _attr(self.trainer, "fit_loop", None)
+        epochs = _attr(fit, "epoch_progress.current", None)
+        if not _attr(fit, "epoch_loop.restarting", False) or _attr(epochs, "started") <= _attr(epochs, "processed"):
+            return 0
+        return _attr(fit, "epoch_loop.batch_progress.current.processed")
 
     def val_dataloader(self) -> DataLoader | list:
         if self.val_set is None:
             return []
         return DataLoader(self.val_set, batch_size=self.hparams.batch_size, collate_fn=self.val_set.collate,
                           num_workers=self.hparams.num_workers)
+
+
+def _attr(obj: object, path: str, default=0):
+    """obj.a.b.c for path "a.b.c", or `default` where a link is missing (no trainer attached, ...)."""
+    for name in path.split("."):
+        obj = getattr(obj, name, None)
+    return default if obj is None else obj
 
 
 class CaptionDataset(Dataset):

@@ -46,8 +46,9 @@ class ModalityLengthGroupedBatchSampler(BatchSampler):
     when it is initialised, else 0 / 1.
 
     `epoch` and `start_batch` resume a run: the first pass after construction plays epoch `epoch` from its
-    `start_batch`-th per-rank batch on, skipping the earlier ones without touching the data. `set_epoch` works as
-    `DistributedSampler`'s; without it, each full pass moves on to the next epoch by itself.
+    `start_batch`-th per-rank batch on, skipping the earlier ones without touching the data (`start_batch` >=
+    `len()`: the epoch was over, the first pass plays the next one). `set_epoch` works as `DistributedSampler`'s;
+    without it, each full pass moves on to the next epoch by itself.
     """
 
     def __init__(
@@ -75,7 +76,10 @@ class ModalityLengthGroupedBatchSampler(BatchSampler):
         self.lengths = list(lengths)
         flags = has_image if has_image is not None else [True] * len(lengths)
         self.modalities = [[i for i, f in enumerate(flags) if f], [i for i, f in enumerate(flags) if not f]]
-        self.seed, self.group, self.epoch = seed, group, epoch
+        self.seed, self.group = seed, group
+        if start_batch >= len(self) > 0:  # a checkpoint at an epoch's end: resume at the next epoch's start
+            epoch, start_batch = epoch + 1, 0
+        self.epoch = epoch
         self._resume: tuple[int, int] | None = (epoch, start_batch) if start_batch else None
 
     def set_epoch(self, epoch: int) -> None:
