@@ -42,7 +42,8 @@ class Template:
     stop: str = "###"  # what ends an answer: supervised, and where generation stops
     image_first: bool = False
 
-    def render(self, turns: list[tuple[str, str]], generation_prompt: bool = False) -> tuple[str, list[tuple[int, int]]]:
+    def render(self, turns: list[tuple[str, str]],
+               generation_prompt: bool = False) -> tuple[str, list[tuple[int, int]]]:
         """Render (role, message) turns, role in {"human", "gpt"}; return text and supervised (start, end) spans.
 
         With `generation_prompt`, the text ends where the assistant is to begin its answer.

@@ -179,3 +179,32 @@ def test_truncation_refuses_to_cut_an_image_or_every_answer(llama):
     first_label = int((ex.labels != IGNORE_INDEX).nonzero()[0])
     with pytest.raises(ConversationError, match="record r3: truncating .* would leave no supervised token"):
         tokenize_turns(turns, llama, TEMPLATES["v1"], 8, max_len=first_label, record="r3", truncate=True)
+
+
+def test_a_sentencepiece_vicuna_folder_loads_with_image_after_its_vocabulary(tmp_path):
+    """Vicuna's folders ship tokenizer.model (sentencepiece) and no tokenizer.json: transformers 5 converts it,
+    which needs the sentencepiece and protobuf packages (not dependencies of minillava)."""
+    spm = pytest.importorskip("sentencepiece")
+    pytest.importorskip("google.protobuf")
+    import io
+    import json
+
+    from llama_tokenizer import CORPUS
+
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(  # LLaMA's settings: BPE, byte fallback, <unk> <s> </s> = 0 1 2, no pad
+        sentence_iterator=iter(CORPUS * 20), model_writer=model, model_type="bpe", vocab_size=300,
+        byte_fallback=True, unk_id=0, bos_id=1, eos_id=2, pad_id=-1, split_digits=True, character_coverage=1.0,
+        remove_extra_whitespaces=False, normalization_rule_name="identity", minloglevel=2)
+    (tmp_path / "tokenizer.model").write_bytes(model.getvalue())
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({  # as lmsys/vicuna-7b-v1.5's
+        "add_bos_token": True, "add_eos_token": False, "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>",
+        "legacy": False, "model_max_length": 4096, "pad_token": None, "padding_side": "right",
+        "tokenizer_class": "LlamaTokenizer"}))
+    tok = load_tokenizer(tmp_path)
+    processor = spm.SentencePieceProcessor(model_file=str(tmp_path / "tokenizer.model"))
+    assert tok.convert_tokens_to_ids("<image>") == processor.get_piece_size() and tok.pad_token == "<unk>"
+    text = "What is in the image? Three objects."
+    assert tok(text)["input_ids"] == [1] + processor.encode(text)
+    ex = tokenize_turns(TURNS, tok, TEMPLATES["v1"], 4)
+    assert tok.decode(ex.input_ids[ex.labels != IGNORE_INDEX]) == "The circle is red.</s> 3</s>"

@@ -249,9 +249,10 @@ def test_a_resumed_run_sees_the_batches_the_uninterrupted_run_saw(release, tmp_p
         model = BatchRecorder()
         data = LlavaDataModule(str(tmp_path / "chat.json"), str(release["tokenizer"]), template="v1", batch_size=4,
                                num_workers=workers, seed=1)  # 11 batches an epoch
-        L.Trainer(max_epochs=3, accelerator="cpu", logger=False, enable_progress_bar=False,
-                  enable_model_summary=False, enable_checkpointing=bool(callbacks), callbacks=list(callbacks),
-                  reload_dataloaders_every_n_epochs=reload, default_root_dir=tmp_path).fit(model, data, ckpt_path=ckpt_path)
+        trainer = L.Trainer(max_epochs=3, accelerator="cpu", logger=False, enable_progress_bar=False,
+                            enable_model_summary=False, enable_checkpointing=bool(callbacks), callbacks=list(callbacks),
+                            reload_dataloaders_every_n_epochs=reload, default_root_dir=tmp_path)
+        trainer.fit(model, data, ckpt_path=ckpt_path)
         return model.seen
 
     full = fit(callbacks=(ModelCheckpoint(tmp_path / "steps", every_n_train_steps=1, save_top_k=-1),
