@@ -183,7 +183,7 @@ class LlavaDataModule(L.LightningDataModule):
         """The epoch the trainer is in or about to begin: the number its fit loop passes to `set_epoch`
         (`epoch_progress.current.processed`). Not `trainer.current_epoch`, the completed epochs, which is one
         behind after a checkpoint written at an epoch's end; and the sampler's first pass can start before
-        Lightning calls `set_epoch` (with DataLoader workers, making the iterator already draws batches)."""
+        Lightning calls `set_epoch` (with DataLoader workers, the iterator draws batches as soon as it is made)."""
         return _attr(self.trainer, "fit_loop.epoch_progress.current.processed")
 
     def _batches_done_in_epoch(self) -> int:
