@@ -301,6 +301,7 @@ class StepLosses(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         loss = (outputs["loss"] if isinstance(outputs, dict) else outputs).detach().float().reshape(1)
+        loss = loss * trainer.accumulate_grad_batches  # Lightning hands over the loss divided by it
         losses = trainer.strategy.all_gather(loss).flatten().tolist() if trainer.world_size > 1 else loss.tolist()
         if trainer.is_global_zero:
             self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -163,3 +163,19 @@ def test_padding_benchmark_sees_grouping_cut_padding():
     random_share = padding.padding_share(lengths, has_image, batch_size=4, world_size=2, grouped=False)
     grouped_share = padding.padding_share(lengths, has_image, batch_size=4, world_size=2, grouped=True)
     assert 0 <= grouped_share < 0.05 < random_share
+
+
+def test_accumulation_and_ranks_split_a_global_batch_into_the_same_micro_batches():
+    """2 ranks x batch 2 and 1 rank x batch 2 x 2 accumulated micro-batches: the same micro-batches, in the
+    order (rank 0, rank 1) = (1st, 2nd), so both layouts train on the same data at each optimiser step."""
+    lengths = [(i * 37) % 23 + 5 for i in range(40)]
+    has_image = [i % 5 != 0 for i in range(40)]
+    one = list(Sampler(None, 2, True, lengths=lengths, has_image=has_image, seed=3,
+                                                 accumulate=2, rank=0, world_size=1))
+    ranks = [list(Sampler(None, 2, True, lengths=lengths, has_image=has_image, seed=3,
+                                                    rank=r, world_size=2)) for r in (0, 1)]
+    assert len(one) == 2 * len(ranks[0]) and one
+    assert one == [batch for pair in zip(*ranks) for batch in pair]
+    resumed = list(Sampler(None, 2, True, lengths=lengths, has_image=has_image, seed=3,
+                                                     accumulate=2, start_batch=3, rank=0, world_size=1))
+    assert resumed == one[3:]  # a resume point inside an optimiser step's micro-batches

@@ -169,12 +169,14 @@ class LlavaDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         ds, h = self.train_set, self.hparams
         world = getattr(self.trainer, "world_size", 1)
-        drop_last = len(ds) >= h.batch_size * world  # a tiny data set still yields its one short step
+        accumulate = _attr(self.trainer, "accumulate_grad_batches", 1)
+        drop_last = len(ds) >= h.batch_size * world * accumulate  # a tiny data set still yields its one short step
         if h.group_by_length:
             # built inside this hook, so Lightning can re-create it around its DistributedSampler (sampler.py)
             sampler = ModalityLengthGroupedBatchSampler(
                 None, h.batch_size, drop_last, lengths=ds.lengths, has_image=ds.has_image, seed=h.seed,
-                epoch=self._epoch(), start_batch=self._batches_done_in_epoch())
+                epoch=self._epoch(), start_batch=self._batches_done_in_epoch(),
+                accumulate=accumulate)
             return DataLoader(ds, batch_sampler=sampler, collate_fn=ds.collate, num_workers=h.num_workers)
         return DataLoader(ds, batch_size=h.batch_size, shuffle=True, collate_fn=ds.collate,
                           num_workers=h.num_workers, drop_last=drop_last)

@@ -8,10 +8,12 @@ all-text.
 One epoch's plan, the same on every rank (it depends on seed and epoch only):
 
 1. per modality, shuffle the rows, cut them into pools of `group` global steps, sort each pool by length, and
-   cut it into global steps of W * B rows (W ranks, per-rank batch B): every step holds rows of similar length;
-2. the last pool's last step may be short (`n % (W * B)` rows): with `drop_last` it sits out the epoch;
-3. shuffle the steps of both modalities together. At each step, rank r takes the r-th of W contiguous slices of
-   the step's sorted rows, so all ranks run batches of similar length at the same time.
+   cut it into global steps of W * B * A rows (W ranks, per-rank batch B, A accumulated micro-batches per
+   optimiser step): every step holds rows of similar length;
+2. the last pool's last step may be short (`n % (W * B * A)` rows): with `drop_last` it sits out the epoch;
+3. shuffle the steps of both modalities together. At each step, micro-batch m of rank r is the (m W + r)-th of
+   W A contiguous slices of the step's sorted rows, so all ranks run batches of similar length at the same time,
+   and a global batch splits into the same micro-batches whether W ranks or one rank accumulating W run it.
 
 Every row appears at most once per epoch over all ranks, and every rank runs the same number of steps, `len()`.
 """
@@ -65,8 +67,12 @@ class ModalityLengthGroupedBatchSampler(BatchSampler):
         start_batch: int = 0,
         rank: int | None = None,
         world_size: int | None = None,
+        accumulate: int = 1,  # micro-batches per optimiser step (the trainer's accumulate_grad_batches)
     ) -> None:
         super().__init__(range(len(lengths)), batch_size, drop_last)
+        if accumulate < 1:
+            raise ValueError(f"accumulate must be >= 1, got {accumulate}")
+        self.accumulate = accumulate
         if has_image is not None and len(has_image) != len(lengths):
             raise ValueError(f"{len(lengths)} lengths but {len(has_image)} has_image flags")
         if group < 1 or epoch < 0 or start_batch < 0:
@@ -86,20 +92,24 @@ class ModalityLengthGroupedBatchSampler(BatchSampler):
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return sum(self._steps(len(rows)) for rows in self.modalities)
+        return self.accumulate * sum(self._steps(len(rows)) for rows in self.modalities)
 
     def __iter__(self) -> Iterator[list[int]]:
         epoch = self.epoch
         skip = self._resume[1] if self._resume and self._resume[0] == epoch else 0
         self._resume = None  # a resume point applies to the first pass only
-        for step in self.plan(epoch)[skip:]:
-            yield share(step, self.rank, self.world_size)
+        a, w = self.accumulate, self.world_size
+        for s, step in enumerate(self.plan(epoch)[skip // a :]):
+            # micro-batch m of this rank is slice m W + r: W ranks x A accumulated micro-batches see the same
+            # micro-batches in every layout of the same global batch (2 ranks, or 1 rank accumulating 2)
+            for m in range(skip % a if s == 0 else 0, a):
+                yield share(step, m * w + self.rank, a * w)
         self.epoch = epoch + 1
 
     def plan(self, epoch: int) -> list[list[int]]:
         """The epoch's global steps in order, each a list of row indices sorted by length (the same on all ranks)."""
         g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
-        step_size = self.world_size * self.batch_size
+        step_size = self.world_size * self.batch_size * self.accumulate  # an optimiser step's rows
         steps: list[list[int]] = []
         for rows in self.modalities:
             if not rows:  # no draw from g: one modality on one rank plans as the former LengthGroupedBatchSampler
@@ -114,19 +124,20 @@ class ModalityLengthGroupedBatchSampler(BatchSampler):
 
     def _steps(self, n: int) -> int:
         """Global steps for n rows of one modality."""
-        full, rest = divmod(n, self.world_size * self.batch_size)
+        full, rest = divmod(n, self.world_size * self.batch_size * self.accumulate)
         return full + (rest > 0 and self._keeps_short(rest))
 
     def _keeps_short(self, m: int) -> bool:
         """Whether a short step of m rows runs: not with drop_last, and only if every rank gets at least one row
         (every rank must run every step)."""
-        return not self.drop_last and m >= self.world_size
+        return not self.drop_last and m >= self.world_size * self.accumulate
 
 
-def share(step: list[int], rank: int, world_size: int) -> list[int]:
-    """Rank `rank`'s contiguous slice of a global step: B rows, or about len(step) / W for a short step."""
+def share(step: list[int], slot: int, slots: int) -> list[int]:
+    """The `slot`-th of `slots` contiguous slices of a global step (slots = ranks x accumulated micro-batches):
+    B rows, or about len(step) / slots for a short step."""
     n = len(step)
-    return step[rank * n // world_size : (rank + 1) * n // world_size]
+    return step[slot * n // slots : (slot + 1) * n // slots]
 
 
 def _rank_and_world(sampler: object, rank: int | None, world_size: int | None) -> tuple[int, int]:
