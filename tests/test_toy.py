@@ -128,8 +128,8 @@ def test_a_failing_side_by_side_job_names_itself_and_its_cause(tiny_run, tiny_co
 
     out, _ = tiny_run
     run = ToyRun(replace(tiny_config, workers=2), tmp_path, progress=False)
-    run.use_existing(_stage_inputs(out, tmp_path))  # no weights: stage 1 finds no vision tower to load
-    with pytest.raises(RuntimeError, match="job 'train_and_evaluate'.*vision.safetensors"):
+    run.use_existing(_stage_inputs(out, tmp_path))  # no weights: stage 1 finds no LLM to start from
+    with pytest.raises(RuntimeError, match="job 'train_and_evaluate'.*llm.safetensors does not exist"):
         run.side_by_side(("train_and_evaluate", {"with_stage1": True}), ("train_and_evaluate", {"with_stage1": False}))
 
 
