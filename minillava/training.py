@@ -24,8 +24,10 @@ from open_clip.model import CLIPTextCfg
 from .checkpoints import initial_state, llava_config, save_llava, save_state, save_weights
 from .checkpoints.keymaps import assign
 from .distributed import full_state, load_full_state, shard_llava
+from .constants import IMAGE_TOKEN
 from .llama import Llama, LlamaConfig, causal_lm_loss
 from .model import Llava, LlavaConfig, llava_preset
+from .tokenizer import load_tokenizer
 from .vision import VisionConfig
 
 
@@ -97,7 +99,7 @@ class LlavaModule(_AdamWCosine):
         llm_weights: str | None = None,  # ours | an HF Llama / Vicuna folder
         projector_weights: str | None = None,  # ours | the original stage-1 mm_projector.bin
         save_to: str | None = None,  # stage 1: a projector file; stage 2: ours (.safetensors) or a LLaVA folder
-        tokenizer: str | None = None,  # an HF tokenizer folder, copied into a saved LLaVA folder
+        tokenizer: str | None = None,  # an HF tokenizer folder: its <image> id; copied into a saved LLaVA folder
         activation_checkpointing: bool = False,  # recompute each decoder block in backward (memory for time)
         image_aspect_ratio: str = "square",  # written into a saved folder's config ("pad" for LLaVA-1.5)
     ) -> None:
@@ -105,6 +107,8 @@ class LlavaModule(_AdamWCosine):
         self.save_hyperparameters()
         apply_stage_check(stage)
         self.cfg: LlavaConfig = llava_config(preset, overrides, vision_weights, vision_name, llm_weights)
+        if tokenizer is not None:  # the placeholder is the id the tokenizer gives <image> (32000 for Vicuna's)
+            self.cfg.image_token_id = load_tokenizer(tokenizer).convert_tokens_to_ids(IMAGE_TOKEN)
 
     def __getattr__(self, name: str):
         if name == "model" and "model" not in self._modules:  # outside a Trainer: build on first use
