@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 import torch
 
 if TYPE_CHECKING:
-    from .llama import Attention, DecoderBlock, Llama, LlamaConfig
+    from .llama import Attention, DecoderBlock, LlamaConfig
 
 
 class Packing:

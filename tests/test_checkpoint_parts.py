@@ -85,7 +85,8 @@ def test_stage1_saves_the_original_projector_file_and_stage2_reads_it(tmp_path, 
     s1.save(s1.hparams.save_to)
     on_disk = torch.load(tmp_path / "mm_projector.bin", weights_only=True)
     assert set(on_disk) == {"model.mm_projector.weight", "model.mm_projector.bias"}  # the original's keys
-    s2 = module(2, llm_weights=str(llama), vision_weights=str(clip), projector_weights=str(tmp_path / "mm_projector.bin"))
+    s2 = module(2, llm_weights=str(llama), vision_weights=str(clip),
+                projector_weights=str(tmp_path / "mm_projector.bin"))
     torch.testing.assert_close(s2.model.projector.weight, s1.model.projector.weight)
 
 
