@@ -7,12 +7,12 @@ configs' strategy (ModelParallelStrategy: FSDP2 on a one-GPU mesh, as configure_
 a GPU; "auto" and fp32 on the CPU. The first `--warmup` steps (allocator, kernels' autotuning) are left out; each
 step is timed between CUDA synchronisations, so the figures are steady-state optimiser steps, Lightning included.
 
-FLOPs per step come from `minillava.plan.training_flops`, the function `minillava plan` uses (formulas in the
-docstring of minillava/plan.py): per token, 2 N forward + 4 N backward through the trained LLM (N its matmul
+FLOPs per step come from `minillava.sizing.training_flops`, the function `minillava plan` uses (formulas in the
+docstring of minillava/sizing.py): per token, 2 N forward + 4 N backward through the trained LLM (N its matmul
 parameters; the unembedding only on supervised rows), attention 4 L d s forward and twice that backward, the
 frozen tower's forward per image, the projector's forward and weight gradients. MFU counts those model FLOPs
 (PaLM's definition: recomputation excluded); HFU adds the recomputed forward of activation checkpointing.
-Peak: the GPU's dense bf16 figure (minillava.plan.GPUS, found from torch.cuda.get_device_name) or --peak-tflops.
+Peak: the GPU's dense bf16 figure (minillava.sizing.GPUS, found from torch.cuda.get_device_name) or --peak-tflops.
 
     python benchmarks/train_throughput.py --preset tiny             # a toy-sized model, CPU, seconds
     python benchmarks/train_throughput.py --preset 1b               # ~1.3B LLaMA + ViT-L/14, seq 2048, one 80 GB GPU
@@ -37,7 +37,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from minillava.constants import IGNORE_INDEX
-from minillava.plan import GIB, GPUS, count_params, gpu_for_device_name, memory_per_gpu, training_flops
+from minillava.sizing import GIB, GPUS, count_params, gpu_for_device_name, memory_per_gpu, training_flops
 from minillava.training import LlavaModule
 
 

@@ -15,8 +15,9 @@ import torch
 from minillava.cli import main
 from minillava.llama import DecoderBlock, LlamaConfig, RotaryEmbedding
 from minillava.model import LlavaConfig, llava_preset
-from minillava.plan import (GIB, block_activation_bytes, count_params, gpu_for_device_name, make_plan,
-                            memory_per_gpu, read_setup, training_flops)
+from minillava.plan import make_plan, read_setup
+from minillava.sizing import (GIB, block_activation_bytes, count_params, gpu_for_device_name, memory_per_gpu,
+                              training_flops)
 
 
 @pytest.fixture(scope="module")
