@@ -43,11 +43,13 @@ def flat(losses: list[dict]) -> list[float]:
 
 def test_two_sharded_processes_train_as_one(run_inputs, tmp_path):
     model, data = run_inputs
+    recipe = {"class_path": "minillava.recipe.GlobalBatch", "init_args": {"global_batch": 4}}  # both layouts: 4
     one = write_config(tmp_path / "one.yaml", model=with_save(model, tmp_path / "one.safetensors"), data=data,
-                       devices=1, accumulate=2, max_steps=8, callbacks=[step_losses(tmp_path / "one.jsonl")],
+                       devices=1, accumulate=2, max_steps=8, callbacks=[step_losses(tmp_path / "one.jsonl"), recipe],
                        gradient_clip_val=0.5)
     two = write_config(tmp_path / "two.yaml", model=with_save(model, tmp_path / "two.safetensors"), data=data,
-                       devices=2, strategy=fsdp(2), max_steps=8, callbacks=[step_losses(tmp_path / "two.jsonl")],
+                       devices=2, strategy=fsdp(2), max_steps=8,
+                       callbacks=[step_losses(tmp_path / "two.jsonl"), recipe],
                        gradient_clip_val=0.5)  # the paper configs clip too: FSDP2's sharded gradients clip alike
     fit(one)
     fit(two)
