@@ -156,6 +156,23 @@ def parse_mix(text: str) -> tuple[float, float, float]:
         raise ValueError(f"--mix: {err}") from None
 
 
+def check_gen_data_options(args: argparse.Namespace) -> None:
+    """Range checks of gen-data's numeric options, before any file is read; the error names the option."""
+    import math
+
+    checks = (("toy", 1, "a positive number of scenes"), ("limit", 1, "a whole number >= 1"),
+              ("concurrency", 1, "a whole number >= 1"), ("max_retries", 0, "a whole number >= 0"),
+              ("max_failures", 0, "a whole number >= 0"))
+    for name, least, what in checks:
+        value = getattr(args, name, None)
+        if value is not None and value < least:
+            raise ValueError(f"--{name.replace('_', '-')} takes {what}, got {value}")
+    if not (math.isfinite(args.timeout) and args.timeout > 0):
+        raise ValueError(f"--timeout takes a number of seconds > 0, got {args.timeout}")
+    if args.temperature is not None and not (math.isfinite(args.temperature) and args.temperature >= 0):
+        raise ValueError(f"--temperature takes a number >= 0, got {args.temperature}")
+
+
 def gen_data_main(argv: list[str]) -> None:
     from .data.pipeline import GenerationFailed, format_summary, generate_dataset
     from .data.sources import coco_source, toy_source
@@ -194,11 +211,10 @@ def gen_data_main(argv: list[str]) -> None:
     args = parser.parse_args(argv)
 
     try:
+        check_gen_data_options(args)
         mix = parse_mix(args.mix)
         teacher_name = args.teacher or ("toy" if args.toy is not None else "chat")
         if args.toy is not None:
-            if args.toy < 1:
-                raise ValueError(f"--toy takes a positive number of scenes, got {args.toy}")
             coco_only = [f"--{name.replace('_', '-')}" for name in ("captions", "instances", "images", "limit")
                          if getattr(args, name) is not None] + (["--copy-images"] if args.copy_images else [])
             if coco_only:

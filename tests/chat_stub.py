@@ -19,6 +19,8 @@ class Action:
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
     raw: bytes | None = None  # a body that is not a chat-completions response at all
+    trickle: float = 0.0  # > 0: the whole response (status line, headers, body) is sent a byte at a time, this far apart
+    endless: bool = False  # with `trickle`: the body never ends (until the client leaves)
 
 
 def reply(text: str, delay: float = 0.0) -> Action:
@@ -57,6 +59,9 @@ class ChatStub:
                         payload = json.dumps({"choices": [{"message": message}]}).encode()
                     else:
                         payload = json.dumps({"error": {"message": f"stub status {action.status}"}}).encode()
+                    if action.trickle > 0:
+                        self._trickle(action, payload)
+                        return
                     try:
                         self.send_response(action.status)
                         for key, value in action.headers.items():
@@ -70,6 +75,23 @@ class ChatStub:
                 finally:
                     with stub._lock:
                         stub.in_flight -= 1
+
+            def _trickle(self, action: Action, payload: bytes) -> None:
+                length = 10**9 if action.endless else len(payload)
+                head = (f"HTTP/1.1 {action.status} Stub\r\nContent-Type: application/json\r\n"
+                        + "".join(f"{k}: {v}\r\n" for k, v in action.headers.items())
+                        + f"Content-Length: {length}\r\nConnection: close\r\n\r\n").encode()
+                data = head + payload
+                try:
+                    for i in range(len(data)):
+                        self.wfile.write(data[i:i + 1])
+                        time.sleep(action.trickle)
+                    while action.endless:  # padding after the JSON, never reaching Content-Length
+                        self.wfile.write(b" ")
+                        time.sleep(action.trickle)
+                except OSError:  # the client gave up and left
+                    pass
+                self.close_connection = True
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True

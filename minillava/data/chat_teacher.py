@@ -5,8 +5,12 @@ image. Standard library only: ``urllib`` for HTTP; callers run it from threads (
 and a semaphore caps the requests in flight at ``concurrency``.
 
 Failure handling, for long runs against rate-limited services:
+- each try has a wall-clock deadline of ``timeout`` seconds for the whole exchange (connecting, sending, the
+  headers and the body): a server that trickles its reply, or never finishes it, is cut off when it passes;
 - 429, 408 and 5xx answers, timeouts and dropped connections are retried with exponential backoff (honouring a
-  ``Retry-After`` header), up to ``max_retries`` times, then raise ``TeacherError``;
+  ``Retry-After`` header, in seconds or as an HTTP date, up to ``max_backoff``), up to ``max_retries`` times,
+  then raise ``TeacherError``; when every try ran out of time the error is fatal (``fatal=True``): a server that
+  answers nothing in time would make every record wait as long;
 - any other 4xx (bad key, unknown model, ...) raises at once with ``fatal=True``: retrying cannot help;
 - a reply that does not fit the format raises ``prompts.TeacherReplyError``, quoting the reply.
 The API key is read from an environment variable and goes only into the Authorization header: it is never
@@ -15,11 +19,14 @@ logged, printed or put into an error message.
 
 from __future__ import annotations
 
+import email.utils
 import http.client
 import json
 import logging
+import math
 import os
 import random
+import socket
 import threading
 import time
 import urllib.error
@@ -105,24 +112,37 @@ class ChatTeacher:
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if self._api_key:
             headers["Authorization"] = f"Bearer {self._api_key}"
+        timed_out = 0
         for attempt in range(self.max_retries + 1):
             retry_after = None
             with self._slots:  # held only while a request is in flight, not while backing off
+                deadline = _Deadline(self.timeout)
                 try:
                     request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
-                    with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                        return self._content(response.read())
+                    with deadline.opener().open(request, timeout=self.timeout) as response:
+                        payload = response.read()
+                    if deadline.expired:  # cut off mid-body: what came is not the reply
+                        raise TimeoutError("deadline")
+                    return self._content(payload)
                 except urllib.error.HTTPError as exc:
-                    detail = _snippet(exc.read())
+                    detail = "" if deadline.expired else _snippet(_read_quietly(exc))
                     if exc.code not in RETRY_STATUS and exc.code < 500:
                         raise TeacherError(f"{self.url}: HTTP {exc.code}: {detail}", fatal=True) from None
                     problem, retry_after = f"HTTP {exc.code}: {detail}", exc.headers.get("Retry-After")
-                except (TimeoutError, ConnectionError, http.client.HTTPException) as exc:
-                    problem = f"{type(exc).__name__}: {exc}"
-                except urllib.error.URLError as exc:  # refused, reset, DNS: the server may come back
-                    problem = f"cannot connect: {exc.reason}"
+                except (TimeoutError, ConnectionError, http.client.HTTPException, OSError) as exc:
+                    if isinstance(exc, urllib.error.URLError) and not deadline.expired:
+                        problem = f"cannot connect: {exc.reason}"  # refused, reset, DNS: the server may come back
+                    else:
+                        problem = f"{type(exc).__name__}: {exc}"
+                finally:
+                    deadline.cancel()
+                if deadline.expired or "timed out" in problem.lower():
+                    timed_out += 1
+                    problem = f"no complete reply within the {self.timeout:g} s timeout"
             if attempt == self.max_retries:
-                raise TeacherError(f"{self.url}: gave up after {attempt + 1} tries; last: {problem}")
+                every = timed_out == attempt + 1
+                raise TeacherError(f"{self.url}: gave up after {attempt + 1} tries; last: {problem}"
+                                   + ("; every try ran out of time, so the run stops" if every else ""), fatal=every)
             delay = self._delay(attempt, retry_after)
             log.warning("%s: %s; retry %d of %d in %.1f s", self.url, problem, attempt + 1, self.max_retries, delay)
             self._sleep(delay)
@@ -130,11 +150,9 @@ class ChatTeacher:
 
     def _delay(self, attempt: int, retry_after: str | None) -> float:
         delay = self.backoff * 2**attempt * random.uniform(0.8, 1.2)  # jitter: threads do not retry in lockstep
-        if retry_after is not None:
-            try:
-                delay = max(delay, float(retry_after))
-            except ValueError:  # an HTTP date; the exponential delay will do
-                pass
+        wait = parse_retry_after(retry_after)
+        if wait is not None:
+            delay = max(delay, wait)
         return min(delay, self.max_backoff)
 
     def _content(self, payload: bytes) -> str:
@@ -150,3 +168,100 @@ class ChatTeacher:
 def _snippet(data: bytes, limit: int = 200) -> str:
     text = data.decode("utf-8", errors="replace").strip()
     return repr(text[:limit] + ("..." if len(text) > limit else ""))
+
+
+def _read_quietly(exc: urllib.error.HTTPError) -> bytes:
+    try:
+        return exc.read()
+    except (OSError, http.client.HTTPException):
+        return b""
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (seconds, or an HTTP date); None if absent or unreadable."""
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when is None or when.tzinfo is None:
+            return None
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    return max(seconds, 0.0) if math.isfinite(seconds) else None
+
+
+class _Deadline:
+    """A wall-clock limit on one HTTP exchange: when it passes, the connection's socket is shut down.
+
+    A socket timeout bounds each wait for a byte, not the whole exchange; this bounds the whole exchange. It plugs
+    into urllib through its own HTTP(S) handlers, so proxies and everything else urllib does are kept.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.expired = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            for sock in self._sockets:
+                _shutdown(sock)
+
+    def _watch(self, sock: socket.socket) -> socket.socket:
+        with self._lock:
+            self._sockets.append(sock)
+            if self.expired:
+                _shutdown(sock)
+        return sock
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+    def opener(self) -> urllib.request.OpenerDirector:
+        deadline = self
+
+        def watched(base: type) -> type:
+            class Connection(base):  # type: ignore[misc, valid-type]
+                def __init__(self, *args, **kwargs) -> None:
+                    super().__init__(*args, **kwargs)
+                    create = self._create_connection
+                    self._create_connection = lambda *a, **k: deadline._watch(create(*a, **k))
+
+            return Connection
+
+        http_connection, https_connection = watched(http.client.HTTPConnection), None
+        handlers: list[urllib.request.BaseHandler] = []
+
+        class HTTPHandler(urllib.request.HTTPHandler):
+            def http_open(self, req):
+                return self.do_open(http_connection, req)
+
+        handlers.append(HTTPHandler())
+        if hasattr(http.client, "HTTPSConnection"):
+            https_connection = watched(http.client.HTTPSConnection)
+
+            class HTTPSHandler(urllib.request.HTTPSHandler):
+                def https_open(self, req):
+                    kwargs = {"context": self._context}
+                    if hasattr(self, "_check_hostname"):  # Python < 3.12
+                        kwargs["check_hostname"] = self._check_hostname
+                    return self.do_open(https_connection, req, **kwargs)
+
+            handlers.append(HTTPSHandler())
+        return urllib.request.build_opener(*handlers)
+
+
+def _shutdown(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)  # wakes a thread blocked in recv(); close() alone would not
+    except OSError:
+        pass

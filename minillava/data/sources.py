@@ -57,6 +57,8 @@ def coco_source(folder: str | Path, captions: str | Path | None = None, instance
         captions, instances = captions or found[0], instances or found[1]
     coco = load_coco(captions, instances, limit)
     image_folder = Path(images) if images else find_image_folder(folder, Path(captions), coco)
+    if not image_folder.is_dir():
+        raise FileNotFoundError(f"image folder {image_folder} does not exist")
 
     def copier(name: str) -> Callable[[Path], None]:
         return lambda path: shutil.copyfile(image_folder / name, path)
