@@ -9,14 +9,14 @@ Shapes: b batch, t sequence, d LLM width, m images in the batch, n visual tokens
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 
 import torch
 from torch import nn
 
 from .llama import KVCache, Llama, LlamaConfig, causal_lm_loss, supervised_lm_loss
 from .packing import shared_prefix_length
-from .projector import build_projector
+from .projector import PROJECTOR_KINDS, build_projector
 from .vision import VisionConfig, VisionTower
 
 
@@ -133,10 +133,20 @@ def override(cfg, overrides: dict | None):
         *path, last = key.split(".")
         target = cfg
         for part in path:
+            if not hasattr(target, part):
+                raise ValueError(f"override {key!r}: {type(target).__name__} has no field {part!r}; fields: "
+                                 f"{_field_names(target)}")
             target = getattr(target, part)
         if not hasattr(target, last):
-            raise ValueError(f"override {key!r}: {type(target).__name__} has no field {last!r}")
+            raise ValueError(f"override {key!r}: {type(target).__name__} has no field {last!r}; fields: "
+                             f"{_field_names(target)}")
+        if isinstance(target, LlavaConfig) and last == "projector" and value not in PROJECTOR_KINDS:
+            raise ValueError(f"override {key!r}: projector kind {value!r} is not one of {PROJECTOR_KINDS}")
         setattr(target, last, value)
         if hasattr(target, "__post_init__"):  # re-validate the edited config
             target.__post_init__()
     return cfg
+
+
+def _field_names(obj) -> list[str]:
+    return [f.name for f in fields(obj)] if is_dataclass(obj) else sorted(vars(obj))

@@ -50,9 +50,37 @@ def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int = 1024) -> PreTrai
     )
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+
+
+def local_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
+    """The tokenizer saved in a local folder, as saved (nothing added); never looked up on the Hugging Face Hub.
+
+    A hub name ("lmsys/vicuna-7b-v1.5") that is not a local folder is taken from the Hugging Face cache only.
+    """
+    folder = Path(path)
+    if folder.is_dir():
+        if not any((folder / name).is_file() for name in TOKENIZER_FILES):
+            raise FileNotFoundError(f"tokenizer not found at {path}: the folder has none of {list(TOKENIZER_FILES)}")
+    elif folder.exists():
+        raise FileNotFoundError(f"tokenizer not found at {path}: a file, not a tokenizer folder")
+    elif folder.is_absolute() or str(path).startswith(".") or str(path).count("/") != 1:
+        raise FileNotFoundError(f"tokenizer not found at {path}: no such folder")
+    try:
+        return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    except (OSError, ValueError) as exc:
+        if folder.is_dir():
+            raise ValueError(f"tokenizer at {path} is not readable: {exc}") from None
+        raise FileNotFoundError(f"tokenizer not found at {path}: not a local folder, nor in the Hugging Face cache "
+                                f"(nothing is downloaded)") from None
+
+
 def load_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
-    """Load a tokenizer folder (ours or a real model's); a real one gets <image> and a pad token added if absent."""
-    tok = AutoTokenizer.from_pretrained(str(path))
+    """Load a tokenizer folder (ours or a real model's); a real one gets <image> and a pad token added if absent.
+
+    A path that is not a tokenizer folder is `FileNotFoundError("tokenizer not found at PATH")` at once: nothing is
+    looked up on the Hugging Face Hub (a hub name is read from the local cache only)."""
+    tok = local_tokenizer(path)
     if IMAGE_TOKEN not in tok.get_vocab():
         tok.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})
     if tok.pad_token is None:

@@ -61,6 +61,20 @@ class _AdamWCosine(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
+IMAGE_ASPECT_RATIOS = ("square", "pad")
+
+
+def check_optimizer_options(owner: str, lr: float, weight_decay: float, warmup_ratio: float) -> None:
+    """The optimiser's options, range-checked at construction (not at the first step, minutes later)."""
+    if not isinstance(lr, (int, float)) or isinstance(lr, bool) or not lr > 0 or not math.isfinite(lr):
+        raise ValueError(f"{owner}: lr must be a number > 0, got {lr!r}")
+    if (not isinstance(weight_decay, (int, float)) or isinstance(weight_decay, bool) or not weight_decay >= 0
+            or not math.isfinite(weight_decay)):
+        raise ValueError(f"{owner}: weight_decay must be a number >= 0, got {weight_decay!r}")
+    if not isinstance(warmup_ratio, (int, float)) or isinstance(warmup_ratio, bool) or not 0 <= warmup_ratio < 1:
+        raise ValueError(f"{owner}: warmup_ratio must be in [0, 1) (a fraction of the steps), got {warmup_ratio!r}")
+
+
 def apply_stage_check(stage: int) -> None:
     if stage not in (1, 2):
         raise ValueError(f"stage must be 1 (feature alignment) or 2 (end-to-end fine-tuning), got {stage}")
@@ -106,6 +120,10 @@ class LlavaModule(_AdamWCosine):
         super().__init__()
         self.save_hyperparameters()
         apply_stage_check(stage)
+        check_optimizer_options("LlavaModule", lr, weight_decay, warmup_ratio)
+        if image_aspect_ratio not in IMAGE_ASPECT_RATIOS:
+            raise ValueError(f"LlavaModule: image_aspect_ratio must be one of {IMAGE_ASPECT_RATIOS}, "
+                             f"got {image_aspect_ratio!r}")
         self.cfg: LlavaConfig = llava_config(preset, overrides, vision_weights, vision_name, llm_weights)
         if tokenizer is not None:  # the placeholder is the id the tokenizer gives <image> (32000 for Vicuna's)
             self.cfg.image_token_id = load_tokenizer(tokenizer).convert_tokens_to_ids(IMAGE_TOKEN)
@@ -213,6 +231,7 @@ class LanguageModule(_AdamWCosine):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        check_optimizer_options("LanguageModule", lr, weight_decay, warmup_ratio)
         self.llm = Llama(llm or llava_preset("toy").llm)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -251,6 +270,7 @@ class ClipModule(_AdamWCosine):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        check_optimizer_options("ClipModule", lr, weight_decay, warmup_ratio)
         vision = vision or llava_preset("toy").vision
         text_cfg = CLIPTextCfg(context_length=context_length, vocab_size=vocab_size, width=text_width,
                                heads=text_heads, layers=text_layers, pool_type="eos", eos_id=eos_id, pad_id=pad_id)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import pickle
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -46,7 +47,7 @@ class CheckpointFiles(Mapping[str, torch.Tensor]):
 
     def _file_keys(self, file: Path) -> list[str]:
         if file.suffix == ".safetensors":
-            with safe_open(str(file), "pt") as f:
+            with open_safetensors(file) as f:
                 return list(f.keys())
         return list(self._load_pickled(file))
 
@@ -61,6 +62,9 @@ class CheckpointFiles(Mapping[str, torch.Tensor]):
                 raise ValueError(f"{file}: not a plain state dict of tensors, refused without unpickling it (a "
                                  f"TorchScript file such as OpenAI's ViT-L-14.pt is not supported; use the "
                                  f"open_clip or safetensors release): {exc}") from None
+            except (RuntimeError, EOFError, ValueError, OSError) as exc:  # truncated or not a torch file at all
+                raise ValueError(f"{file}: not a readable .bin/.pt state dict (truncated or corrupt?): "
+                                 f"{type(exc).__name__}: {exc}") from None
             if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):  # a training checkpoint
                 obj = obj["state_dict"]
             if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
@@ -71,8 +75,12 @@ class CheckpointFiles(Mapping[str, torch.Tensor]):
     def __getitem__(self, name: str) -> torch.Tensor:
         file, key = self._where[name]
         if file.suffix == ".safetensors":
-            with safe_open(str(file), "pt") as f:
-                return f.get_tensor(key)
+            with open_safetensors(file) as f:
+                try:
+                    return f.get_tensor(key)
+                except Exception as exc:  # noqa: BLE001 - a header that promises more bytes than the file has
+                    raise ValueError(f"{file}: tensor {key!r} is not readable (truncated or corrupt file?): "
+                                     f"{exc}") from None
         return self._load_pickled(file)[key]
 
     def __iter__(self) -> Iterator[str]:
@@ -97,7 +105,10 @@ def weight_files(path: Path) -> list[Path]:
     for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
         index = path / index_name
         if index.exists():
-            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+            weight_map = read_json(index).get("weight_map")
+            if not isinstance(weight_map, dict):
+                raise ValueError(f"{index}: no 'weight_map' (a shard index maps each key to its shard file)")
+            shards = sorted(set(weight_map.values()))
             missing = [s for s in shards if not (path / s).exists()]
             if missing:
                 raise FileNotFoundError(f"{index}: shard {missing[0]} is missing")
@@ -110,9 +121,42 @@ def weight_files(path: Path) -> list[Path]:
 
 
 def read_json(path: Path) -> dict:
+    """A JSON object from a file; a missing file, bad JSON or a non-object is an error naming the file."""
+    path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist")
-    return json.loads(path.read_text())
+    try:
+        obj = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not a UTF-8 JSON text file: {exc}") from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(obj).__name__}")  # noqa: TRY004
+    return obj
+
+
+@contextmanager
+def open_safetensors(file: PathLike):
+    """`safe_open(file)`, with a truncated or corrupt file refused by name (the library's error names none)."""
+    try:
+        handle = safe_open(str(file), "pt")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{file} does not exist") from None
+    except Exception as exc:  # noqa: BLE001 - SafetensorError, OSError, ...: all mean an unreadable file
+        raise ValueError(f"{file}: not a readable safetensors file: {exc}") from None
+    with handle as f:
+        yield f
+
+
+def load_safetensors(file: PathLike) -> dict[str, torch.Tensor]:
+    """`load_file(file)`, with a truncated or corrupt file refused by name."""
+    try:
+        return load_file(str(file))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{file} does not exist") from None
+    except Exception as exc:  # noqa: BLE001
+        raise ValueError(f"{file}: not a readable safetensors file: {exc}") from None
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -126,7 +170,7 @@ def read_weights(module: nn.Module, path: str | Path, what: str) -> dict[str, to
     """
     if not Path(path).is_file():
         raise FileNotFoundError(f"{what} weights {path} do not exist")
-    state = load_file(str(path))
+    state = load_safetensors(path)
     own = module.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
@@ -151,5 +195,27 @@ def save_weights(module: nn.Module, path: str | Path, exclude: tuple[str, ...] =
 
 def save_state(state: dict[str, torch.Tensor], path: str | Path) -> None:
     """Save a state dict as a safetensors file (its folder is created)."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(path))
+    with writing(path):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(path))
+
+
+@contextmanager
+def writing(path: PathLike):
+    """Writing output at `path`: an OS error (read-only folder, a file where a folder should be, a full disk) is
+    re-raised as one line naming `path`; safetensors' own write errors are OS errors too."""
+    for parent in Path(path).parents:  # a file where a folder should be: say which
+        if parent.exists():
+            if not parent.is_dir():
+                raise NotADirectoryError(f"cannot write {path}: {parent} is a file, not a folder")
+            break
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno is None:
+            raise type(exc)(f"cannot write {path}: {exc}") from None
+        raise type(exc)(exc.errno, f"cannot write {path}: {exc.strerror or exc}") from None
+    except Exception as exc:  # safetensors reports a failed write as SafetensorError
+        if type(exc).__name__ == "SafetensorError":
+            raise OSError(f"cannot write {path}: {exc}") from None
+        raise

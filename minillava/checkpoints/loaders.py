@@ -17,8 +17,9 @@ from torch import nn
 
 from ..llama import Llama
 from ..model import Llava, LlavaConfig
+from ..tokenizer import local_tokenizer
 from ..vision import VISION_PRESETS, VisionConfig, VisionTower
-from .files import CheckpointFiles, PathLike, read_json
+from .files import CheckpointFiles, PathLike, read_json, writing
 from .hf_config import llama_config_from_hf, llama_config_to_hf, vision_config_from_hf, vision_config_to_hf
 from .keymaps import (
     CLIP_NOT_VISION_KEYS,
@@ -52,11 +53,12 @@ def load_hf_llama(path: PathLike, dtype: torch.dtype | None = None) -> Llama:
 def save_hf_llama(model: Llama, path: PathLike) -> None:
     """Write our Llama as an HF Llama folder (config.json + model.safetensors) that LlamaForCausalLM loads."""
     path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    config = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", **llama_config_to_hf(model.cfg)}
-    (path / "config.json").write_text(json.dumps(config, indent=2))
-    save_file(export_state(llama_rules(model.cfg), model.state_dict()), str(path / "model.safetensors"),
-              metadata={"format": "pt"})
+    with writing(path):
+        path.mkdir(parents=True, exist_ok=True)
+        config = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", **llama_config_to_hf(model.cfg)}
+        (path / "config.json").write_text(json.dumps(config, indent=2))
+        save_file(export_state(llama_rules(model.cfg), model.state_dict()), str(path / "model.safetensors"),
+                  metadata={"format": "pt"})
 
 
 def open_clip_vision_config(name: str, quick_gelu: bool | None = None, feature_layer: int = -2,
@@ -242,38 +244,41 @@ def save_llava(path: PathLike, cfg: LlavaConfig, state: dict[str, torch.Tensor],
     import transformers
 
     path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    cast = (lambda t: t.to(dtype) if dtype is not None and t.is_floating_point() else t)  # noqa: E731
-    weights = {k: cast(v) for k, v in export_state(original_llava_rules(cfg), state).items()}
-    save_file(weights, str(path / "model.safetensors"), metadata={"format": "pt"})
-    tower_state = {k.removeprefix("vision.visual."): v for k, v in state.items() if k.startswith("vision.visual.")}
-    tower = {"vision_model." + k: cast(v) for k, v in export_state(clip_vision_rules(cfg.vision), tower_state).items()}
-    (path / SAVED_TOWER).mkdir(exist_ok=True)
-    tower_config = transformers.CLIPVisionConfig(**vision_config_to_hf(cfg.vision))
-    tower_config.architectures = ["CLIPVisionModel"]
-    tower_config.save_pretrained(path / SAVED_TOWER)
-    save_file(tower, str(path / SAVED_TOWER / "model.safetensors"), metadata={"format": "pt"})
-    preset = next((name for name, p in VISION_PRESETS.items()
-                   if replace(p, feature_layer=cfg.vision.feature_layer, select=cfg.vision.select) == cfg.vision), None)
-    config = {
-        "architectures": ["LlavaLlamaForCausalLM"], "model_type": "llava_llama", **llama_config_to_hf(cfg.llm),
-        "mm_vision_tower": _OFFICIAL_TOWERS.get(preset, SAVED_TOWER),
-        "mm_hidden_size": cfg.vision.width,
-        "mm_projector_type": cfg.projector,
-        "mm_vision_select_layer": cfg.vision.feature_layer,
-        "mm_vision_select_feature": cfg.vision.select,
-        "mm_use_im_start_end": False,
-        "mm_use_im_patch_token": False,
-        "mm_patch_merge_type": "flat",
-        "image_aspect_ratio": image_aspect_ratio,
-        "use_mm_proj": True,
-        "torch_dtype": str(dtype or torch.float32).removeprefix("torch."),
-    }
-    (path / "config.json").write_text(json.dumps(config, indent=2))
-    if tokenizer is not None:
-        from transformers import AutoTokenizer
-
-        AutoTokenizer.from_pretrained(str(tokenizer)).save_pretrained(path)
+    tok = local_tokenizer(tokenizer) if tokenizer is not None else None  # a bad path fails before any write
+    with writing(path):
+        path.mkdir(parents=True, exist_ok=True)
+        cast = (lambda t: t.to(dtype) if dtype is not None and t.is_floating_point() else t)  # noqa: E731
+        weights = {k: cast(v) for k, v in export_state(original_llava_rules(cfg), state).items()}
+        save_file(weights, str(path / "model.safetensors"), metadata={"format": "pt"})
+        tower_state = {k.removeprefix("vision.visual."): v for k, v in state.items()
+                       if k.startswith("vision.visual.")}
+        tower = {"vision_model." + k: cast(v)
+                 for k, v in export_state(clip_vision_rules(cfg.vision), tower_state).items()}
+        (path / SAVED_TOWER).mkdir(exist_ok=True)
+        tower_config = transformers.CLIPVisionConfig(**vision_config_to_hf(cfg.vision))
+        tower_config.architectures = ["CLIPVisionModel"]
+        tower_config.save_pretrained(path / SAVED_TOWER)
+        save_file(tower, str(path / SAVED_TOWER / "model.safetensors"), metadata={"format": "pt"})
+        vcfg = cfg.vision
+        preset = next((name for name, p in VISION_PRESETS.items()
+                       if replace(p, feature_layer=vcfg.feature_layer, select=vcfg.select) == vcfg), None)
+        config = {
+            "architectures": ["LlavaLlamaForCausalLM"], "model_type": "llava_llama", **llama_config_to_hf(cfg.llm),
+            "mm_vision_tower": _OFFICIAL_TOWERS.get(preset, SAVED_TOWER),
+            "mm_hidden_size": cfg.vision.width,
+            "mm_projector_type": cfg.projector,
+            "mm_vision_select_layer": cfg.vision.feature_layer,
+            "mm_vision_select_feature": cfg.vision.select,
+            "mm_use_im_start_end": False,
+            "mm_use_im_patch_token": False,
+            "mm_patch_merge_type": "flat",
+            "image_aspect_ratio": image_aspect_ratio,
+            "use_mm_proj": True,
+            "torch_dtype": str(dtype or torch.float32).removeprefix("torch."),
+        }
+        (path / "config.json").write_text(json.dumps(config, indent=2))
+        if tok is not None:
+            tok.save_pretrained(path)
     return path
 
 

@@ -18,14 +18,13 @@ from dataclasses import fields, replace
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 from torch import nn
 
 from ..llama import Llama, LlamaConfig
 from ..model import Llava, LlavaConfig, llava_preset, override
 from ..projector import build_projector
 from ..vision import VisionTower
-from .files import PathLike, read_json, read_weights
+from .files import PathLike, open_safetensors, read_json, read_weights
 from .hf_config import llama_config_from_hf, vision_config_from_hf
 from .loaders import load_hf_clip_vision, load_hf_llama, load_open_clip_vision, open_clip_vision_config, projector_state
 
@@ -54,7 +53,7 @@ def hf_llama_folder(path: PathLike | None) -> Path | None:
 def _has_hf_llama_keys(file: Path) -> bool:
     if file.suffix != ".safetensors":
         return True  # a .bin inside a model folder: only HF checkpoints are .bin
-    with safe_open(str(file), "pt") as f:
+    with open_safetensors(file) as f:
         return any(k.startswith("model.") for k in f.keys())
 
 
