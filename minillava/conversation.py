@@ -242,3 +242,10 @@ def pad_batch(examples: list[Example], pad_id: int, side: str = "right") -> dict
         labels[row, sl] = ex.labels
         attention_mask[row, sl] = 1
     return {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
+
+
+def template_named(name: str) -> Template:
+    """TEMPLATES[name], or a ValueError that lists the valid names."""
+    if name not in TEMPLATES:
+        raise ValueError(f"template must be one of {sorted(TEMPLATES)}, got {name!r}")
+    return TEMPLATES[name]

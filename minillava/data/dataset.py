@@ -1,7 +1,9 @@
 """Datasets and Lightning DataModules over LLaVA JSON: instruction data, text-only chats, image-caption pairs.
 
-Every record is tokenized when the data is set up, so a bad record (wrong roles, missing image, too long, ...)
-stops the run before training starts, with an error naming the record and the file.
+Every record is tokenized and every image checked (`images.check_image`: missing, empty, not an image, corrupt,
+truncated, over Pillow's decompression limit) when the data is set up, so a bad record stops the run before training
+starts, with an error naming the record and the file; `bad_images="skip"` leaves the records of bad images out
+instead, and warns with their count and list. Options are checked when the data module is made (`check_options`).
 
 The original release files are read unchanged: stage 1's `blip_laion_cc_sbu_558k.json` and CC-595K `chat.json`
 (image paths relative to their image folder), stage 2's `llava_instruct_158k.json` (relative to COCO train2017)
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -22,15 +25,39 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..constants import IGNORE_INDEX, IMAGE_TOKEN
-from ..conversation import TEMPLATES, ConversationError, Example, pad_batch, tokenize_turns
+from ..conversation import ConversationError, Example, pad_batch, template_named, tokenize_turns
 from ..tokenizer import load_tokenizer
 from .context import caption_lines
-from .images import CLIP_MEAN, CLIP_STD, ImageCache, clip_transform, load_image  # noqa: F401  (re-exported)
+from .images import (ASPECT_RATIOS, CLIP_MEAN, CLIP_STD, BadImageError, ImageCache,  # noqa: F401  (re-exported)
+                     check_image, clip_transform, load_image)
 from .sampler import ModalityLengthGroupedBatchSampler
 from .validate import load_llava_json
 
 log = logging.getLogger(__name__)
 TRUNCATION = ("error", "truncate")
+SUPERVISE = ("answers", "all")
+BAD_IMAGES = ("error", "skip")
+
+
+def check_options(*, template: str = "v0", supervise: str = "answers", image_aspect_ratio: str = "crop",
+                  truncation: str = "error", bad_images: str = "error", num_image_tokens: int = 1,
+                  image_size: int = 1, max_len: int = 1, limit: int | None = None, batch_size: int = 1,
+                  num_workers: int = 0) -> None:
+    """Refuse a misspelled or out-of-range option at construction, naming it and what it may be."""
+    template_named(template)
+    for name, value, allowed in (("supervise", supervise, SUPERVISE),
+                                 ("image_aspect_ratio", image_aspect_ratio, ASPECT_RATIOS),
+                                 ("truncation", truncation, TRUNCATION), ("bad_images", bad_images, BAD_IMAGES)):
+        if value not in allowed:
+            raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+    for name, value, least in (("num_image_tokens", num_image_tokens, 1), ("image_size", image_size, 1),
+                               ("max_len", max_len, 1), ("batch_size", batch_size, 1),
+                               ("num_workers", num_workers, 0), ("limit", limit, 1)):
+        if name == "limit" and value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            extra = " or None" if name == "limit" else ""
+            raise ValueError(f"{name} must be an integer >= {least}{extra}, got {value!r}")
 
 
 def record_turns(rec: dict) -> list[tuple[str, str]]:
@@ -55,16 +82,23 @@ class LlavaDataset(Dataset):
         image_aspect_ratio: str = "crop",  # "crop": CLIP's centre crop (paper); "pad": pad to square (LLaVA-1.5)
         image_first: bool = False,  # "<image>\n" opens the first turn (LLaVA-1.5); off: the data's side (paper)
         truncation: str = "error",  # longer than max_len: "error", or "truncate" as the official code does
+        bad_images: str = "error",  # a missing/corrupt/undecodable image: "error", or "skip" its record (listed)
     ) -> None:
-        if truncation not in TRUNCATION:
-            raise ValueError(f"truncation must be one of {TRUNCATION}, got {truncation!r}")
+        check_options(template=template, supervise=supervise, image_aspect_ratio=image_aspect_ratio,
+                      truncation=truncation, bad_images=bad_images, num_image_tokens=num_image_tokens,
+                      image_size=image_size, max_len=max_len, limit=limit)
         self.json_path = Path(json_path)
         self.image_folder = Path(image_folder) if image_folder else None
         self.images = ImageCache(self.image_folder, clip_transform(image_size, image_aspect_ratio), cache_images)
-        records = load_llava_json(self.json_path)[:limit]
+        records = load_llava_json(self.json_path)
+        if not records:
+            raise ValueError(f"{self.json_path} holds no records: nothing to train on")
+        records = records[:limit]
         self.examples: list[Example] = []
+        self.skipped: list[tuple[str, str]] = []  # (record id, why) of records left out for a bad image
+        checked: dict[str, str | None] = {}  # image name -> None if good, else the error (shared images)
         self.pad_id = tokenizer.pad_token_id
-        template_ = replace(TEMPLATES[template], image_first=image_first)
+        template_ = replace(template_named(template), image_first=image_first)
         for rec in records:
             name = f"{rec['id']} of {self.json_path}"
             ex = tokenize_turns(record_turns(rec), tokenizer, template_, num_image_tokens, max_len, record=name,
@@ -74,13 +108,32 @@ class LlavaDataset(Dataset):
             if "image" in rec:
                 if self.image_folder is None:
                     raise ConversationError(f"record {name} has an image but no image folder was given")
-                if not (self.image_folder / rec["image"]).is_file():
-                    raise FileNotFoundError(f"record {name}: image {self.image_folder / rec['image']} not found")
+                if rec["image"] not in checked:
+                    try:
+                        check_image(self.image_folder / rec["image"], name)
+                        checked[rec["image"]] = None
+                    except BadImageError as exc:
+                        if bad_images == "error":
+                            raise
+                        checked[rec["image"]] = str(exc)
+                if checked[rec["image"]] is not None:
+                    self.skipped.append((str(rec["id"]), checked[rec["image"]]))
+                    continue
             if supervise == "all":
                 ex.labels = torch.where(ex.input_ids == tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
                                         IGNORE_INDEX, ex.input_ids)
             ex.meta = {"id": rec["id"], "image": rec.get("image")}
             self.examples.append(ex)
+        if self.skipped:
+            lines = "\n".join(f"  {why}" for _, why in self.skipped)
+            msg = (f"{self.json_path}: skipped {len(self.skipped)} of {len(records)} records for bad images "
+                   f"(bad_images='skip'):\n{lines}")
+            log.warning(msg)
+            warnings.warn(msg, stacklevel=2)
+        if not self.examples:
+            raise ValueError(f"{self.json_path}: no records left to train on ({len(records)} read"
+                             f"{f', limit={limit}' if limit is not None else ''}, {len(self.skipped)} skipped for "
+                             f"bad images)")
         self.n_truncated = sum(ex.truncated > 0 for ex in self.examples)
         if self.n_truncated:
             cut = sum(ex.truncated for ex in self.examples)
@@ -148,8 +201,13 @@ class LlavaDataModule(L.LightningDataModule):
         image_aspect_ratio: str = "crop",
         image_first: bool = False,
         truncation: str = "error",
+        bad_images: str = "error",  # "error": a bad image stops set-up, named; "skip": its records are left out
     ) -> None:
         super().__init__()
+        check_options(template=template, supervise=supervise, image_aspect_ratio=image_aspect_ratio,
+                      truncation=truncation, bad_images=bad_images, num_image_tokens=num_image_tokens,
+                      image_size=image_size, max_len=max_len, limit=limit, batch_size=batch_size,
+                      num_workers=num_workers)
         self.save_hyperparameters()
         self.train_set: LlavaDataset | None = None
         self.val_set: LlavaDataset | None = None
@@ -158,7 +216,8 @@ class LlavaDataModule(L.LightningDataModule):
         h = self.hparams
         tok = load_tokenizer(h.tokenizer)
         return LlavaDataset(path, h.image_folder, tok, h.template, h.num_image_tokens, h.image_size, h.max_len,
-                            h.supervise, h.limit, h.cache_images, h.image_aspect_ratio, h.image_first, h.truncation)
+                            h.supervise, h.limit, h.cache_images, h.image_aspect_ratio, h.image_first, h.truncation,
+                            h.bad_images)
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is None:

@@ -8,9 +8,11 @@ image centred (the official `expand2square`), then the same CLIP transform, so n
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 from open_clip import image_transform
 from PIL import Image
@@ -27,21 +29,36 @@ Transform = Callable[[Image.Image], torch.Tensor]
 
 
 def to_rgb(im: Image.Image) -> Image.Image:
-    """Any Pillow mode -> RGB, as the official code's `.convert("RGB")` does, minus two traps.
+    """Any Pillow mode -> RGB, as the official code's `.convert("RGB")` does, minus its traps.
 
     Alpha is dropped, not composited (as the official code and CLIP's own preprocessing do). Palette images with
-    transparency go through RGBA, which gives the same colours without Pillow's warning. 16-bit greyscale ("I;16",
-    e.g. 16-bit PNGs) is scaled to 8 bits first: a plain convert clips every value above 255 to white.
+    transparency go through RGBA, which gives the same colours without Pillow's warning. Images of more than
+    8 bits are scaled to 8 bits first, where a plain convert clips every value above 255 to white:
+    16-bit greyscale ("I;16", "I;16B", ...; 16-bit PNGs and TIFFs) is divided by 256; 32-bit integers ("I")
+    are read as 8-bit if every value fits in 0..255, else as 16-bit, else scaled by their maximum; floats ("F")
+    are read as 0..1 if every value fits there, else as 0..255 (clipped).
     """
     if im.mode == "RGB":
         return im
-    if im.mode.startswith("I;16"):
-        im = im.point(lambda v: v / 256, "F")
-    if im.mode == "F":  # already scaled to 0..255 above; "L" rounds and clips
-        im = im.convert("L")
+    if im.mode.startswith("I") or im.mode == "F":
+        im = Image.fromarray(_to_uint8(im.mode, np.asarray(im)))
     if im.mode == "P" and "transparency" in im.info:
         im = im.convert("RGBA")
+    if im.mode == "La":  # premultiplied alpha: Pillow converts it to nothing but "LA"
+        im = im.convert("LA")
     return im.convert("RGB")
+
+
+def _to_uint8(mode: str, x: np.ndarray) -> np.ndarray:
+    x = x.astype(np.float64)
+    hi = float(x.max()) if x.size else 0.0
+    if mode.startswith("I;16"):
+        x = x / 256
+    elif mode == "I" and hi > 255:
+        x = x / 256 if hi <= 65535 else x * (255 / hi)
+    elif mode == "F" and float(x.min(initial=0.0)) >= 0 and hi <= 1:
+        x = x * 255
+    return np.clip(np.rint(x), 0, 255).astype(np.uint8)
 
 
 class ExpandToSquare:
@@ -75,13 +92,61 @@ def clip_transform(image_size: int, aspect_ratio: str = "crop") -> Transform:
     raise ValueError(f"image_aspect_ratio must be one of {ASPECT_RATIOS}, got {aspect_ratio!r}")
 
 
+class BadImageError(FileNotFoundError):
+    """An image that is missing, empty, not an image, corrupt, truncated or too large to decode; the message names
+    the file and the record. A FileNotFoundError, as the data loaders raised before it existed."""
+
+
 def load_image(folder: Path, name: str, record: str, transform: Transform) -> torch.Tensor:
     path = folder / name
     try:
         with Image.open(path) as im:
             return transform(to_rgb(im))
-    except (OSError, ValueError) as exc:
-        raise FileNotFoundError(f"record {record}: cannot read image {path}: {exc}") from None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise BadImageError(f"record {record}: cannot read image {path}: {_why(exc)}") from None
+
+
+def check_image(path: Path, record: str) -> None:
+    """Raise BadImageError naming `path` and `record` unless the image can be opened and its file checks out.
+
+    Cheap enough for every image at data set-up: Pillow's `verify()` reads the whole file but decodes no pixels
+    (PNG: every chunk's checksum, so a truncated or corrupt file fails); a JPEG, which `verify()` does not check,
+    is decoded at 1/8 scale (its DCT draft mode), which finds truncation and corrupt data. Pillow's
+    decompression-bomb limit (`Image.MAX_IMAGE_PIXELS`) raises here, naming the file; an image between the
+    warning and the error limit is warned about, named, and kept.
+    """
+    if not path.is_file():
+        raise BadImageError(f"record {record}: image {path} not found")
+    if path.stat().st_size == 0:
+        raise BadImageError(f"record {record}: image {path} is an empty file (0 bytes)")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                fmt, size = im.format, im.size
+                im.verify()
+        for w in caught:
+            if issubclass(w.category, Image.DecompressionBombWarning):
+                warnings.warn(f"record {record}: image {path}: {w.message}", Image.DecompressionBombWarning,
+                              stacklevel=2)
+            else:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        if fmt in ("JPEG", "MPO"):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                with Image.open(path) as im:
+                    im.draft(im.mode, (max(1, size[0] // 8), max(1, size[1] // 8)))
+                    im.load()
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise BadImageError(f"record {record}: cannot read image {path}: {_why(exc)}") from None
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, Image.UnidentifiedImageError):
+        return "not an image Pillow can read (unknown format or not an image file)"
+    if isinstance(exc, Image.DecompressionBombError):
+        return f"too large to decode safely ({exc}; raise PIL.Image.MAX_IMAGE_PIXELS to allow it)"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 class ImageCache:
