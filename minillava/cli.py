@@ -34,6 +34,17 @@ def packaged_config(name: str) -> Path | None:
     return path if path.is_file() else None
 
 
+def check_yaml(path: Path) -> None:
+    """A config file that is not valid YAML stops the run with its name and the parser's line and column
+    (jsonargparse's own message names no file)."""
+    import yaml
+
+    try:
+        yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise SystemExit(f"minillava: config {path} is not valid YAML: {exc}") from None
+
+
 def resolve_config_args(argv: list[str]) -> list[str]:
     """Replace packaged config names after -c/--config with their file paths; real files win."""
     out = list(argv)
@@ -43,7 +54,10 @@ def resolve_config_args(argv: list[str]) -> list[str]:
             value, where = out[i + 1], i + 1
         elif arg.startswith("--config="):
             value, where = arg.split("=", 1)[1], i
-        if value is None or Path(value).is_file():
+        if value is None:
+            continue
+        if Path(value).is_file():
+            check_yaml(Path(value))
             continue
         found = packaged_config(value)
         if found is None:

@@ -22,6 +22,7 @@ import torch
 from open_clip.model import CLIPTextCfg
 
 from .checkpoints import initial_state, llava_config, save_llava, save_state, save_weights
+from .checkpoints.files import writing
 from .checkpoints.keymaps import assign
 from .distributed import full_state, load_full_state, shard_llava
 from .constants import IMAGE_TOKEN
@@ -207,8 +208,9 @@ class LlavaModule(_AdamWCosine):
         if stage1:
             projector = {k.removeprefix("projector."): v for k, v in state.items()}
             if path.suffix == ".bin":  # the original stage-1 file
-                path.parent.mkdir(parents=True, exist_ok=True)
-                torch.save({"model.mm_projector." + k: v for k, v in projector.items()}, path)
+                with writing(path):
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    torch.save({"model.mm_projector." + k: v for k, v in projector.items()}, path)
             else:
                 save_state(projector, path)
         elif path.suffix == ".safetensors":

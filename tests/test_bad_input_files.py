@@ -219,5 +219,14 @@ def test_hf_llama_missing_key_names_folder_and_key(tmp_path):
     key = "model.layers.0.self_attn.k_proj.weight"
     del state[key]
     save_file(state, str(file), metadata={"format": "pt"})
-    with pytest.raises(KeyError, match=re.escape(f"{folder}: missing key {key!r}")):
+    with pytest.raises(ValueError, match=re.escape(f"{folder}: missing key {key!r}")):
         load_hf_llama(folder)
+
+
+def test_a_broken_yaml_config_names_its_file(tmp_path):
+    from minillava.cli import resolve_config_args
+
+    broken = tmp_path / "stage2.yaml"
+    broken.write_text("trainer:\n  max_steps: [1\n")
+    with pytest.raises(SystemExit, match=re.escape(f"config {broken} is not valid YAML")):
+        resolve_config_args(["-c", str(broken)])

@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import save_file
 
 from ..model import Llava, LlavaConfig
-from .files import CheckpointFiles, PathLike, read_json
+from .files import CheckpointFiles, PathLike, read_json, writing
 from .hf_config import llama_config_from_hf, llama_config_to_hf, vision_config_from_hf, vision_config_to_hf
 from .keymaps import assign, convert, expected_shapes, export_state, hf_llava_key, hf_llava_rules, rename_prefix
 
@@ -86,8 +86,10 @@ def export_hf_llava(model: Llava, path: PathLike, tokenizer=None) -> Path:
     )
     hf_config.architectures = ["LlavaForConditionalGeneration"]
     path = Path(path)
-    hf_config.save_pretrained(path)
-    save_file(state, str(path / "model.safetensors"), metadata={"format": "pt"})
+    with writing(path / "model.safetensors"):
+        path.mkdir(parents=True, exist_ok=True)
+        hf_config.save_pretrained(path)
+        save_file(state, str(path / "model.safetensors"), metadata={"format": "pt"})
     if tokenizer is not None:
         tokenizer.save_pretrained(path)
     return path

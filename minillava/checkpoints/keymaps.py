@@ -134,7 +134,7 @@ def convert(
         parts = []
         for key in rule.theirs:
             if key not in source:
-                raise KeyError(f"{where}: missing key {key!r} (needed for {rule.ours})")
+                raise ValueError(f"{where}: missing key {key!r} (needed for {rule.ours})")
             if key in used:
                 raise ValueError(f"{where}: key {key!r} would be used twice")
             used.add(key)
