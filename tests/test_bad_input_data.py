@@ -231,3 +231,23 @@ def test_an_empty_training_file_is_an_error_naming_it(tmp_path, tokenizer):
         dataset(path, None, tokenizer)
     with pytest.raises(ValueError, match=f"{re.escape(str(path))} holds no records"):
         dataset(path, None, tokenizer, limit=5)
+
+
+def test_check_images_off_still_refuses_a_missing_file_and_names_a_corrupt_one_when_loaded(tmp_path):
+    from minillava.data.dataset import LlavaDataset
+    from minillava.data.images import BadImageError
+    from minillava.tokenizer import train_bpe_tokenizer
+
+    (tmp_path / "img").mkdir()
+    (tmp_path / "img" / "bad.png").write_bytes(b"not a png")
+    rec = {"id": "r1", "image": "bad.png",
+           "conversations": [{"from": "human", "value": "<image>\nWhat is it?"}, {"from": "gpt", "value": "A cat."}]}
+    (tmp_path / "d.json").write_text(json.dumps([rec]))
+    tok = train_bpe_tokenizer(["What is it? A cat."], vocab_size=300)
+    ds = LlavaDataset(tmp_path / "d.json", tmp_path / "img", tok, num_image_tokens=4, image_size=32,
+                      check_images=False)  # set-up does not open the image
+    with pytest.raises(FileNotFoundError, match="r1 of .*bad.png"):
+        ds[0]
+    (tmp_path / "d.json").write_text(json.dumps([{**rec, "image": "gone.png"}]))
+    with pytest.raises(BadImageError, match="r1 of .*gone.png not found"):
+        LlavaDataset(tmp_path / "d.json", tmp_path / "img", tok, num_image_tokens=4, image_size=32, check_images=False)
