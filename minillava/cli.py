@@ -105,14 +105,19 @@ def lightning_main(argv: list[str]) -> None:
             if trainer.get("enable_progress_bar") is not False and not any("ProgressBar" in n for n in named):
                 self.trainer_defaults.setdefault("callbacks", [TQDMProgressBar()])
 
-    MinillavaCLI(
-        L.LightningModule,
-        L.LightningDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        args=resolve_config_args(argv),
-        save_config_kwargs={"overwrite": True},
-    )
+    # through sys.argv, not `args=`: LightningCLI warns about `args` whenever the process has arguments of its own,
+    # and Lightning's launcher re-runs sys.argv in its workers (which then get the resolved config paths too)
+    saved, sys.argv = sys.argv, [sys.argv[0], *resolve_config_args(argv)]
+    try:
+        MinillavaCLI(
+            L.LightningModule,
+            L.LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            save_config_kwargs={"overwrite": True},
+        )
+    finally:
+        sys.argv = saved
 
 
 def toy_main(argv: list[str]) -> None:
