@@ -28,7 +28,8 @@ import transformers
 
 from minillava import Llava, export_hf_llava
 from minillava.conversation import TEMPLATES
-from minillava.data.dataset import LengthGroupedBatchSampler, LlavaDataset, record_turns
+from minillava.data.dataset import LlavaDataset, record_turns
+from minillava.data.sampler import ModalityLengthGroupedBatchSampler
 from minillava.data.toy_data import ToyDataConfig, generate_toy_data
 from minillava.model import llava_preset, override
 from minillava.packing import shared_prefix_length
@@ -45,7 +46,7 @@ def toy_batch(folder: Path, stage: int, batch_size: int, seed: int = 0) -> tuple
     train_bpe_tokenizer(texts, vocab_size=1023).save_pretrained(folder / "tokenizer")
     tokenizer = load_tokenizer(folder / "tokenizer")
     data = LlavaDataset(files[f"stage{stage}"], folder / "images", tokenizer, num_image_tokens=16, image_size=32, max_len=512)
-    sampler = LengthGroupedBatchSampler([len(ex.input_ids) for ex in data.examples], batch_size, seed=seed)
+    sampler = ModalityLengthGroupedBatchSampler(None, batch_size, True, lengths=data.lengths, seed=seed)
     batch = data.collate([data[i] for i in next(iter(sampler))])
     return batch, tokenizer.convert_tokens_to_ids("<image>")
 

@@ -58,16 +58,9 @@ def load_full_state(model: nn.Module, state: dict[str, torch.Tensor], device: to
     model.to_empty(device=device)
     set_model_state_dict(model, state, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True,
                                                                 strict=True))
-    rebuild_buffers(model, device)
-
-
-def rebuild_buffers(model: nn.Module, device: torch.device | None = None) -> None:
-    """Recompute the non-persistent buffers that no state dict carries (the rotary tables), which meta-device
-    construction or `to_empty` left uninitialised."""
-    for module in model.modules():
+    for module in model.modules():  # the rotary tables, which no state dict carries
         if isinstance(module, RotaryEmbedding):
-            fresh = RotaryEmbedding(module.inv_freq.shape[0] * 2, module.theta)
-            module.inv_freq = fresh.inv_freq.to(device or module.inv_freq.device)
+            module.reset_parameters()
 
 
 def full_state(module: nn.Module, keys: Iterable[str] | None = None) -> dict[str, torch.Tensor]:
@@ -76,12 +69,11 @@ def full_state(module: nn.Module, keys: Iterable[str] | None = None) -> dict[str
     Sharded: a collective that every rank must call. The whole model arrives on rank 0 only (others get {}), one
     unit at a time, so no GPU holds it whole; `keys` arrive on every rank (the projector: 5M parameters, not 13B).
     """
+    wanted = None if keys is None else set(keys)
     if not is_sharded(module):
-        state = module.state_dict()
-        return {k: v.detach().cpu() for k, v in state.items() if keys is None or k in set(keys)}
-    if keys is None:
+        return {k: v.detach().cpu() for k, v in module.state_dict().items() if wanted is None or k in wanted}
+    if wanted is None:
         return get_model_state_dict(module, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-    wanted = set(keys)
     out = {}
     for name, tensor in module.state_dict().items():  # DTensor shards
         if name in wanted:

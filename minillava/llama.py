@@ -79,10 +79,18 @@ class RotaryEmbedding(nn.Module):
 
     def __init__(self, head_dim: int, theta: float = 10000.0) -> None:
         super().__init__()
-        self.theta = theta
+        self.head_dim, self.theta = head_dim, theta
+        self.register_buffer("inv_freq", self._inv_freq(), persistent=False)
+
+    def _inv_freq(self) -> torch.Tensor:
         # Alg 7, line 1: omega_i = theta^(-2(i-1)/e)
-        inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)  # (e/2,)
-        self.register_buffer("inv_freq", inv_freq, persistent=False)
+        return 1.0 / self.theta ** (torch.arange(0, self.head_dim, 2, dtype=torch.float32) / self.head_dim)  # (e/2,)
+
+    def reset_parameters(self) -> None:
+        """Recompute the table (no state dict carries it), e.g. after meta-device construction or `to_empty`; a
+        table on the meta device comes back on the CPU."""
+        device = self.inv_freq.device
+        self.inv_freq = self._inv_freq().to("cpu" if device.type == "meta" else device)
 
     def forward(self, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # position_ids: (b, t) -> cos, sin: (b, t, e); HF layout: the two halves repeat the same frequencies

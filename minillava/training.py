@@ -170,8 +170,10 @@ class LlavaModule(_AdamWCosine):
         return mesh["data_parallel"] if "data_parallel" in mesh.mesh_dim_names else mesh
 
     def _compute_dtype(self) -> torch.dtype | None:
-        """FSDP2's compute dtype: bf16 copies of fp32 master shards for bf16 precisions, else the params' own."""
-        return torch.bfloat16 if "bf16" in str(self.trainer.precision) else None
+        """bf16 under a bf16 precision (FSDP2's compute copies of the fp32 master shards; saved folders), else None:
+        the parameters' own dtype."""
+        trainer = self._trainer
+        return torch.bfloat16 if trainer is not None and "bf16" in str(trainer.precision) else None
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -204,7 +206,6 @@ class LlavaModule(_AdamWCosine):
         trainer = self._trainer
         if trainer is not None and not trainer.is_global_zero:
             return
-        dtype = torch.bfloat16 if trainer is not None and "bf16" in str(trainer.precision) else None
         if stage1:
             projector = {k.removeprefix("projector."): v for k, v in state.items()}
             if path.suffix == ".bin":  # the original stage-1 file
@@ -216,7 +217,8 @@ class LlavaModule(_AdamWCosine):
         elif path.suffix == ".safetensors":
             save_state(state, path)
         else:
-            save_llava(path, self.cfg, state, self.hparams.tokenizer, dtype, self.hparams.image_aspect_ratio)
+            save_llava(path, self.cfg, state, self.hparams.tokenizer, self._compute_dtype(),
+                       self.hparams.image_aspect_ratio)
 
 
 class LanguageModule(_AdamWCosine):

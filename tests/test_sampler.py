@@ -12,7 +12,6 @@ from lightning.fabric.utilities.data import _replace_dunder_methods, _set_sample
 from lightning.pytorch.utilities.data import _update_dataloader
 from torch.utils.data import BatchSampler, DataLoader, DistributedSampler
 
-from minillava.data.dataset import LengthGroupedBatchSampler
 from minillava.data.sampler import ModalityLengthGroupedBatchSampler as Sampler
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -132,7 +131,7 @@ def test_lightning_re_creates_it_around_its_distributed_sampler(world):
         assert [b.tolist() for b in dist] == list(direct)[2:]
 
 
-def test_former_sampler_signature_plans_as_before():
+def test_one_modality_on_one_rank_plans_as_the_former_sampler():
     """One modality on one rank: the same batches as the former LengthGroupedBatchSampler (the toy run's)."""
     lengths, _ = rows(n=517)
 
@@ -146,7 +145,7 @@ def test_former_sampler_signature_plans_as_before():
         batches = [b for b in batches if len(b) == batch]
         return [batches[i] for i in torch.randperm(len(batches), generator=g).tolist()]
 
-    s = LengthGroupedBatchSampler(lengths, 8, seed=3)
+    s = Sampler(None, 8, True, lengths=lengths, seed=3)
     assert [list(s) for _ in range(3)] == [former(e) for e in range(3)]
 
 

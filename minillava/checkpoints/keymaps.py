@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..llama import Llama, LlamaConfig, RotaryEmbedding
+from ..llama import LlamaConfig, RotaryEmbedding
 from ..model import LlavaConfig
 from ..vision import VisionConfig
 
@@ -164,8 +164,8 @@ def assign(model: nn.Module, state: dict[str, torch.Tensor]) -> nn.Module:
     non-persistent rotary tables, which meta construction left empty."""
     model.load_state_dict(state, strict=True, assign=True)
     for module in model.modules():
-        if isinstance(module, Llama):
-            module.rotary = RotaryEmbedding(module.cfg.head_dim, module.cfg.rope_theta)
+        if isinstance(module, RotaryEmbedding):
+            module.reset_parameters()
     return model
 
 

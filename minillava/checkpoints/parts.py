@@ -64,8 +64,8 @@ def llava_config(preset: str, overrides: dict | None = None, vision_weights: Pat
     cfg = llava_preset(preset)
     if (folder := hf_llama_folder(llm_weights)) is not None:
         llm = llama_config_from_hf(read_json(folder / "config.json"), str(folder / "config.json"))
-        cfg.llm = replace(llm, **{k: getattr(cfg.llm, k) for k in _LLM_SWITCHES})
-        _note_differences("llm", llava_preset(preset).llm, cfg.llm, folder)
+        preset_llm, cfg.llm = cfg.llm, replace(llm, **{k: getattr(cfg.llm, k) for k in _LLM_SWITCHES})
+        _note_differences("llm", preset_llm, cfg.llm, folder)
     if vision_name is not None:
         if vision_weights is None:
             raise ValueError(f"vision_name={vision_name!r} needs vision_weights (the open_clip checkpoint file)")

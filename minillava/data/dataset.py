@@ -171,12 +171,6 @@ class LlavaDataset(Dataset):
         return batch
 
 
-def LengthGroupedBatchSampler(lengths: list[int], batch_size: int, seed: int = 0, group: int = 32,
-                              drop_last: bool = True) -> ModalityLengthGroupedBatchSampler:
-    """The former sampler's signature (benchmarks/train_step.py uses it): one modality, this process's rank."""
-    return ModalityLengthGroupedBatchSampler(None, batch_size, drop_last, lengths=lengths, seed=seed, group=group)
-
-
 class LlavaDataModule(L.LightningDataModule):
     """Train (and optional validation) LLaVA JSON files with an image folder, for stage 1, stage 2 or text-only.
 
