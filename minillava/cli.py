@@ -2,6 +2,8 @@
 
     minillava toy [--quick] [--out DIR]          the whole paper in miniature on a CPU (the main job)
                                                   (--vqa 0: the paper's data only; --projector mlp2x_gelu)
+    minillava ablate [--quick] [--seeds 0 1 2]    the paper's tables (data types, ScienceQA design, POPE) in
+                                                  the toy world, mean +- std over seeds (runs/ablate)
     minillava gen-data --toy N --out DIR          the paper's data pipeline: contexts -> teacher -> LLaVA JSON
                                                   (or --coco FOLDER with a chat teacher; see --help)
     minillava fit -c toy/stage2 [--overrides]     any stage through LightningCLI; -c takes a packaged config
@@ -165,6 +167,32 @@ def toy_main(argv: list[str]) -> None:
                       "chance": report["chance"]["overall"]}))
 
 
+def ablate_main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(
+        prog="minillava ablate",
+        description="The paper's tables in the toy world: instruction data types on toy LLaVA-Bench, the ScienceQA "
+                    "design choices on toy ScienceQA, POPE; mean +- std over training seeds, beside the paper's "
+                    "numbers (ablation.md, ablation.json, ablation.png in --out). Resumes an interrupted run.")
+    parser.add_argument("--quick", action="store_true", help="a smoke run of every path (one seed, tiny stages)")
+    parser.add_argument("--out", default=None, help="folder (default: runs/ablate, or runs/ablate-quick)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="training seeds (default: 0 1 2)")
+    parser.add_argument("--workers", type=int, default=2, help="jobs side by side, one thread each")
+    args = parser.parse_args(argv)
+    if args.workers < 1:
+        parser.error(f"--workers must be at least 1, got {args.workers}")
+    if args.seeds is not None and len(set(args.seeds)) != len(args.seeds):
+        parser.error(f"--seeds must be distinct, got {args.seeds}")
+
+    from .ablate import ABLATE_PRESETS, run_ablation
+
+    preset = ABLATE_PRESETS["quick" if args.quick else "default"]
+    cfg = replace(preset, workers=args.workers, seeds=tuple(args.seeds) if args.seeds else preset.seeds)
+    out = Path(args.out or ("runs/ablate-quick" if args.quick else "runs/ablate"))
+    table = run_ablation(cfg, out)
+    print((out / "ablation.md").read_text())
+    print(json.dumps({"seconds": table["seconds"], "out": str(out.resolve())}))
+
+
 def parse_mix(text: str) -> tuple[float, float, float]:
     """"58:23:77" (or "58,23,77") -> (58.0, 23.0, 77.0)."""
     from .constants import check_mix
@@ -275,6 +303,8 @@ def main(argv: list[str] | None = None) -> None:
         toy_main(rest)
     elif command == "gen-data":
         gen_data_main(rest)
+    elif command == "ablate":
+        ablate_main(rest)
     elif command == "configs":
         configs_main(rest)
     elif command == "plan":
@@ -285,7 +315,7 @@ def main(argv: list[str] | None = None) -> None:
         lightning_main(argv)
     else:
         raise SystemExit(f"minillava: unknown command {command!r}; "
-                         f"try: toy, gen-data, configs, plan, {', '.join(LIGHTNING_SUBCOMMANDS)}")
+                         f"try: toy, ablate, gen-data, configs, plan, {', '.join(LIGHTNING_SUBCOMMANDS)}")
 
 
 if __name__ == "__main__":

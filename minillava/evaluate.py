@@ -34,10 +34,13 @@ def chance_accuracy(items: list[dict]) -> dict[str, float]:
     return out
 
 
-def prompt_example(question: str, tokenizer, template_name: str, num_image_tokens: int, suffix: str = SHORT_ANSWER):
-    """The image, the question and (unless `suffix` is empty) the short-answer instruction, as one human turn."""
+def prompt_example(question: str, tokenizer, template_name: str, num_image_tokens: int, suffix: str = SHORT_ANSWER,
+                   description: str | None = None):
+    """The image (or, text-only, the scene's `description` in its place), the question and (unless `suffix` is
+    empty) the short-answer instruction, as one human turn."""
     template = TEMPLATES[template_name]
-    human = f"{IMAGE_TOKEN}\n{question}" + (f"\n{suffix}" if suffix else "")
+    opening = IMAGE_TOKEN + "\n" if description is None else description + "\n\n"  # as lm.json's records open
+    human = opening + question + (f"\n{suffix}" if suffix else "")
     text, _ = template.render([("human", human)], generation_prompt=True)
     return tokenize_text(text, [], tokenizer, num_image_tokens)
 
@@ -53,27 +56,39 @@ def answer_questions(
     max_new_tokens: int = 12,
     progress: bool = False,
     suffix: str = SHORT_ANSWER,
+    descriptions: list[str] | None = None,
 ) -> list[str]:
+    """Greedy answers to `items`, each in a fresh single-turn chat about its image; with `descriptions` (one per
+    item) the image is not shown and its description stands in its place (text only, as the stage-0 LLM reads
+    a scene; `image_folder` is then unused)."""
+    if descriptions is not None and len(descriptions) != len(items):
+        raise ValueError(f"descriptions: {len(descriptions)} for {len(items)} items")
     model.eval()
     transform = clip_transform(model.cfg.vision.image_size)
     folder = Path(image_folder)
     answers: list[str] = []
     for start in tqdm(range(0, len(items), batch_size), desc="evaluate", disable=not progress, leave=False):
         chunk = items[start : start + batch_size]
-        examples = [prompt_example(it["question"], tokenizer, template, model.cfg.num_image_tokens, suffix)
-                    for it in chunk]
+        texts = None if descriptions is None else descriptions[start : start + batch_size]
+        examples = [prompt_example(it["question"], tokenizer, template, model.cfg.num_image_tokens, suffix,
+                                   None if texts is None else texts[i]) for i, it in enumerate(chunk)]
         batch = pad_batch(examples, tokenizer.pad_token_id, side="left")
-        pixels = torch.stack([load_image(folder, it["image"], it["id"], transform) for it in chunk])
+        pixels = None if texts is not None else torch.stack(
+            [load_image(folder, it["image"], it["id"], transform) for it in chunk])
         answers += generate(model, batch["input_ids"], batch["attention_mask"], tokenizer, TEMPLATES[template].stop,
                             pixels, SamplingConfig(max_new_tokens=max_new_tokens))
     return answers
 
 
 def evaluate_exact_match(model: Llava, tokenizer, items: list[dict], image_folder: str | Path, template: str = "v0",
-                         batch_size: int = 64, progress: bool = False, suffix: str = SHORT_ANSWER) -> dict:
-    """{"accuracy": {kind: acc, "overall": acc}, "chance": {...}, "n": {kind: count}, "samples": [...]}."""
+                         batch_size: int = 64, progress: bool = False, suffix: str = SHORT_ANSWER,
+                         descriptions: list[str] | None = None) -> dict:
+    """{"accuracy": {kind: acc, "overall": acc}, "chance": {...}, "n": {kind: count}, "samples": [...]}.
+
+    With `descriptions`, text only: each question is asked about its scene's description instead of its image
+    (the paper's premise, that the LLM can already answer from a text description, measured)."""
     preds = answer_questions(model, tokenizer, items, image_folder, template, batch_size, progress=progress,
-                             suffix=suffix)
+                             suffix=suffix, descriptions=descriptions)
     by_kind: dict[str, list[bool]] = defaultdict(list)
     for it, pred in zip(items, preds):
         by_kind[it["kind"]].append(normalise(pred) == normalise(it["answer"]))

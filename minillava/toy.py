@@ -25,10 +25,10 @@ from .checkpoints import load_weights
 from .constants import IMAGE_TOKEN
 from .conversation import TEMPLATES
 from .data.dataset import CaptionDataModule, LlavaDataModule, record_turns
-from .data.toy_data import ToyDataConfig, generate_toy_data, toy_data_files
+from .data.toy_data import ToyDataConfig, generate_toy_data, scene_description, toy_data_files
 from .data.validate import load_llava_json
 from .evaluate import evaluate_exact_match
-from .model import llava_preset, override
+from .model import Llava, llava_preset, override
 from .tokenizer import load_tokenizer, train_bpe_tokenizer
 from .training import ClipModule, LanguageModule, LlavaModule, LossHistory
 
@@ -213,14 +213,30 @@ class ToyRun:
                                  cache_images=True)
         self._fit("stage0_clip", module, data, c)
 
-    def stage0_lm(self) -> None:
+    def stage0_lm(self) -> dict:
+        """Train the toy LLM on the world's text (no images) and return its text-only evaluation."""
         c = self.cfg.lm
         self._seed()
         module = LanguageModule(llm=self.model_cfg.llm, lr=c.lr, warmup_ratio=c.warmup_ratio,
                                 save_to=str(self.weights / "llm.safetensors"))
         self._fit("stage0_lm", module, self._llava_data(self.files["lm"], c, supervise="all"), c)
+        return self.evaluate_text_only(module.llm)
 
-    def _llava(self, stage: int, c: StageConfig, projector: Path | None, save_to: Path) -> LlavaModule:
+    def evaluate_text_only(self, llm) -> dict:
+        """The held-out questions asked of the LLM alone, each scene described in words in place of its image:
+        the paper's premise (the LLM answers from a text description, as text-only GPT-4 did) measured."""
+        t0 = time.perf_counter()
+        model = Llava(self.model_cfg)  # only its LLM is used: no question holds an image
+        model.llm.load_state_dict(llm.state_dict())
+        items = json.loads(self.files["eval"].read_text())
+        contexts = json.loads(self.files["contexts"].read_text())
+        descriptions = [scene_description(contexts[Path(it["image"]).stem]) for it in items]
+        result = evaluate_exact_match(model, self.tokenizer, items, self.data_dir / "images", self.cfg.template,
+                                      progress=self.progress, descriptions=descriptions)
+        self.seconds["eval_text_only"] = time.perf_counter() - t0
+        return result
+
+    def _llava(self, stage: int, c: StageConfig, projector: Path | None, save_to: Path | None) -> LlavaModule:
         self._seed()
         module = LlavaModule(
             stage=stage,
@@ -231,7 +247,7 @@ class ToyRun:
             vision_weights=str(self.weights / "vision.safetensors"),
             llm_weights=str(self.weights / "llm.safetensors"),
             projector_weights=str(projector) if projector else None,
-            save_to=str(save_to),
+            save_to=None if save_to is None else str(save_to),
         )
         return module
 
@@ -294,7 +310,7 @@ class ToyRun:
         torch.manual_seed(self.cfg.seed)
         self.generate_data()
         self.train_tokenizer()
-        self.side_by_side(("stage0_lm", {}), ("stage0_clip", {}))  # the longer one shows its progress
+        text_only, _ = self.side_by_side(("stage0_lm", {}), ("stage0_clip", {}))  # the longer one shows its progress
         jobs = [("train_and_evaluate", {"with_stage1": True})]
         if self.cfg.ablate_stage1:
             jobs.append(("train_and_evaluate", {"with_stage1": False}))
@@ -307,6 +323,8 @@ class ToyRun:
         }
         if ablation:
             report["no_stage1"] = ablation[0]["accuracy"]
+        # the stage-0 LLM on the same questions, the scene described in words instead of shown
+        report["text_only"] = text_only["accuracy"]
         report["seconds"] = time.perf_counter() - t0
         report["stage_seconds"] = {k: round(v, 1) for k, v in self.seconds.items()}
         report["side_by_side"] = self.ran_side_by_side
@@ -332,8 +350,6 @@ def run_model_overrides(out: str | Path) -> dict:
 
 def load_stage2_model(out: str | Path, name: str = "stage2"):
     """The trained toy LLaVA of a finished run folder, and its tokenizer (for notebooks and inference)."""
-    from .model import Llava
-
     out = Path(out)
     model = Llava(override(llava_preset("toy"), run_model_overrides(out)))
     load_weights(model, out / "weights" / f"{name}.safetensors", "llava")

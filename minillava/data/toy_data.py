@@ -62,6 +62,13 @@ def vqa_record(teacher: ToyTeacher, scene_id: str, image: str, context: str, k: 
     return make_record(f"{scene_id}-vqa", "vqa", teacher.short_answers(context, rng, k), image)
 
 
+def scene_description(context: str) -> str:
+    """The scene in words, as the text-only records of lm.json give it to the stage-0 LLM in place of the image:
+    the context's captions, without the boxes (they are for the teacher, and would triple the length of every
+    sequence the toy LLM trains on)."""
+    return "\n".join(caption_lines(context))
+
+
 def toy_data_files(out_dir: Path) -> dict[str, Path]:
     """Where `generate_toy_data` puts each of its outputs in `out_dir` (see the module docstring)."""
     out_dir = Path(out_dir)
@@ -128,10 +135,8 @@ def generate_toy_data(out_dir: Path, cfg: ToyDataConfig, progress: bool = False)
         rng = record_rng("lm", cfg.seed, scene.id)
         kind = rng.choices(lm_kinds, weights=lm_weights)[0]
         turns = [caption_pair(context, rng)] if kind == "caption" else teacher.respond(kind, context, rng)
-        # the scene is described to the LM by its captions only: the boxes are for the teacher, and they would
-        # triple the length of every sequence the toy LM trains on
-        description = "\n".join(caption_lines(context))
-        lm_records.append(make_record(f"{scene.id}-{kind}", kind, turns, None, prefix=description + "\n\n"))
+        lm_records.append(make_record(f"{scene.id}-{kind}", kind, turns, None,
+                                      prefix=scene_description(context) + "\n\n"))
 
     for name, data in (("eval", eval_items), ("lm", lm_records), ("contexts", contexts)):
         write_json(paths[name], data)

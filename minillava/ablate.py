@@ -1,0 +1,406 @@
+"""`minillava ablate`: the paper's tables, reproduced in the toy world, with mean +- std over training seeds.
+
+For each training seed, one `minillava toy` run (data, tokenizer, stage 0, stage 1, stage 2, exact match) is the
+"full" model; every variant starts from that run's files and changes one thing:
+
+- **Data types** (the paper's Table 4, LLaVA-Bench relative score judged against the teacher's text-only answer):
+  stage 2 on all instruction data ("full"), on detailed description + complex reasoning only, on conversation only
+  (our short-answer VQA records count as conversation: they are question-answer turns), and none (the stage-1 model,
+  no instruction tuning). A variant trains as many epochs of its data as the full model did, as the paper trained
+  each subset for the same epochs, so smaller subsets take fewer steps.
+- **ScienceQA design choices** (the paper's Table 8): stage 2 on toy ScienceQA problems from the stage-1 projector,
+  reasoning first (QCM-LEA, the paper's best variant), answer first (QCM-ALE), features of layer -1 instead of -2
+  (stage 1 again with layer -1), no stage 1, and a smaller LLM (its own stage 0 and stage 1).
+- **POPE** for the full model: random, popular, adversarial and similar negatives.
+
+Stage 0 (the toy CLIP and the toy LLM, our stand-ins for the released CLIP and Vicuna) is trained once per seed and
+shared by all of that seed's variants. Every job writes its result to `<out>/seed-<s>/results/<job>.json` and is
+skipped when that file exists, so an interrupted ablation resumes where it stopped. The jobs of a wave run side by
+side in `workers` processes of one thread each (see `ToyConfig.workers` for why that pays on 2 cores).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import multiprocessing
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import torch
+
+from .constants import IMAGE_TOKEN
+from .data.toy_data import toy_data_files
+from .data.validate import write_json
+from .evaluate import answer_questions
+from .toy import TOY_PRESETS, StageConfig, ToyConfig, ToyRun, quiet_lightning
+
+# The paper's numbers: LLaVA-Bench (COCO) relative scores, Table 4; ScienceQA accuracy, Table 8 (facts.md).
+PAPER = {
+    "data": {"full": 85.1, "detail + complex": 81.9, "conversation": 73.8, "none": 21.5},
+    "scienceqa": {"reasoning first (best)": 90.92, "layer -1": 89.96, "answer first": 89.77, "no stage 1": 85.81,
+                  "smaller LLM": 89.84},
+}
+DATA_VARIANTS = {"full": None, "detail + complex": ("detail", "complex"), "conversation": ("conv", "vqa"), "none": ()}
+SQA_VARIANTS = ("reasoning first (best)", "layer -1", "answer first", "no stage 1", "smaller LLM")
+POPE_SETTINGS = ("random", "popular", "adversarial", "similar")
+
+
+@dataclass
+class AblateConfig:
+    seeds: tuple[int, ...] = (0, 1, 2)
+    toy: ToyConfig = field(default_factory=lambda: replace(TOY_PRESETS["default"], ablate_stage1=False))
+    bench_scenes: int = 60  # held-out scenes asked LLaVA-Bench questions (one per kind each)
+    pope_scenes: int = 100
+    sqa_test_scenes: int = 200
+    # toy ScienceQA fine-tuning: the paper fine-tuned on ScienceQA's 12.7K training problems from the stage-1
+    # projector; here one problem per training scene
+    sqa: StageConfig = field(default_factory=lambda: StageConfig(steps=900, batch_size=8, lr=1e-3))
+    small_llm: dict = field(default_factory=lambda: {"llm.n_layers": 2})  # "7B instead of 13B": half the blocks
+    workers: int = 2
+
+
+ABLATE_PRESETS = {
+    "default": AblateConfig(),
+    # a smoke run of every path (tests): tiny data and stages, one seed, results meaningless
+    "quick": AblateConfig(
+        seeds=(0,),
+        toy=replace(TOY_PRESETS["quick"], ablate_stage1=False,
+                    data=replace(TOY_PRESETS["quick"].data, n_train=200, n_eval=20, n_lm=200),
+                    clip=StageConfig(steps=5, batch_size=32, lr=5e-4), lm=StageConfig(steps=5, batch_size=16, lr=3e-3),
+                    stage1=StageConfig(steps=5, batch_size=16, lr=2e-3), stage2=StageConfig(steps=10, batch_size=4,
+                                                                                             lr=1e-3)),
+        bench_scenes=4, pope_scenes=4, sqa_test_scenes=6, sqa=StageConfig(steps=6, batch_size=4, lr=1e-3)),
+}
+
+
+# -- folders ---------------------------------------------------------------------------------------------------
+
+def _link(target: Path, link: Path) -> None:
+    link.parent.mkdir(parents=True, exist_ok=True)
+    if link.is_symlink() or link.exists():
+        link.unlink()
+    link.symlink_to(target.resolve(), target_is_directory=target.is_dir())
+
+
+def variant_run(cfg: ToyConfig, base: Path, out: Path, stage2_records: list[dict] | None = None,
+                weights: tuple[str, ...] = ("vision", "llm", "projector")) -> ToyRun:
+    """A ToyRun in `out` that shares the finished run `base`'s data, tokenizer and the named weights (symlinks),
+    with its own stage-2 records if given."""
+    out.mkdir(parents=True, exist_ok=True)
+    data = out / "data"
+    data.mkdir(exist_ok=True)
+    for entry in (base / "data").iterdir():
+        if entry.name != "stage2.json" or stage2_records is None:
+            _link(entry, data / entry.name)
+    if stage2_records is not None:
+        write_json(data / "stage2.json", stage2_records)
+    _link(base / "tokenizer", out / "tokenizer")
+    for name in weights:
+        _link(base / "weights" / f"{name}.safetensors", out / "weights" / f"{name}.safetensors")
+    run = ToyRun(cfg, out, progress=False)
+    run.use_existing(toy_data_files(data))
+    return run
+
+
+# -- evaluations -------------------------------------------------------------------------------------------------
+
+def _eval_items(root: Path, name: str) -> list[dict]:
+    return json.loads((root / "evals" / f"{name}.json").read_text())
+
+
+def run_bench(model, run: ToyRun, root: Path) -> dict:
+    """Toy LLaVA-Bench: open answers (no short-answer suffix), judged by the rule-based judge against the teacher's
+    reference."""
+    from .evals.judges import RuleJudge
+    from .evals.llava_bench import judge_bench
+
+    items = _eval_items(root, "llava_bench")
+    answers = answer_questions(model, run.tokenizer, items, run.data_dir / "images", run.cfg.template, suffix="",
+                               max_new_tokens=160)
+    result = judge_bench(items, answers, RuleJudge(run.cfg.data.world.n_columns, run.cfg.data.world.n_rows))
+    result["answers"] = [{"id": it["id"], "answer": a} for it, a in zip(items[:6], answers[:6])]
+    return result
+
+
+def run_pope(model, run: ToyRun, root: Path) -> dict:
+    from .evals.pope import pope_metrics
+
+    out = {}
+    for setting in POPE_SETTINGS:
+        items = _eval_items(root, f"pope_{setting}")
+        answers = answer_questions(model, run.tokenizer, items, run.data_dir / "images", run.cfg.template)
+        out[setting] = pope_metrics(items, answers)
+    return out
+
+
+def run_sqa(model, run: ToyRun, root: Path) -> dict:
+    from .evals.scienceqa import sqa_metrics, sqa_prompt
+
+    problems = _eval_items(root, "sqa_test")
+    items = [{"id": p["id"], "image": p["image"], "question": sqa_prompt(p)} for p in problems]
+    answers = answer_questions(model, run.tokenizer, items, run.data_dir / "images", run.cfg.template, suffix="",
+                               max_new_tokens=200)
+    result = sqa_metrics(problems, answers)
+    result["answers"] = [{"id": it["id"], "answer": a} for it, a in zip(items[:4], answers[:4])]
+    return result
+
+
+# -- jobs ------------------------------------------------------------------------------------------------------
+
+def slug(variant: str) -> str:
+    """A variant's folder and file name: "reasoning first (best)" -> "reasoning-first", "layer -1" -> "layer-1"."""
+    return "-".join(variant.split(" (")[0].replace("+", " ").replace("-", "").split())
+
+
+def _seed_dir(root: Path, seed: int) -> Path:
+    return root / f"seed-{seed}"
+
+
+def _toy_cfg(acfg: AblateConfig, seed: int, **model_overrides) -> ToyConfig:
+    cfg = replace(acfg.toy, seed=seed, workers=1)
+    if model_overrides:
+        cfg = replace(cfg, model_overrides={**cfg.model_overrides, **model_overrides})
+    return cfg
+
+
+def job_data_variant(acfg: AblateConfig, root: Path, seed: int, variant: str) -> dict:
+    """Stage 2 on one subset of the instruction data (or none), then LLaVA-Bench and exact match."""
+    base = _seed_dir(root, seed) / "toy"
+    kinds = DATA_VARIANTS[variant]
+    cfg = _toy_cfg(acfg, seed)
+    result: dict = {"variant": variant}
+    if variant == "full":  # the seed's toy run itself
+        run = variant_run(cfg, base, _seed_dir(root, seed) / "full", weights=("vision", "llm", "projector", "stage2"))
+        from .toy import load_stage2_model
+        model, _ = load_stage2_model(base)
+        result["pope"] = run_pope(model, run, root)
+        result["exact_match"] = json.loads((base / "report.json").read_text())["accuracy"]
+    elif variant == "none":  # stage 1 only: the frozen LLM reads W's visual tokens
+        run = variant_run(cfg, base, _seed_dir(root, seed) / "none")
+        model = run._llava(1, cfg.stage1, run.weights / "projector.safetensors", None).model
+    else:
+        records = [r for r in json.loads((base / "data" / "stage2.json").read_text()) if r.get("kind") in kinds]
+        full = json.loads((base / "data" / "stage2.json").read_text())
+        # as many epochs as the full model: steps in proportion to the records
+        steps = max(1, round(cfg.stage2.steps * len(records) / len(full)))
+        cfg = replace(cfg, stage2=replace(cfg.stage2, steps=steps))
+        run = variant_run(cfg, base, _seed_dir(root, seed) / slug(variant), stage2_records=records)
+        module = run.stage2()
+        model = module.model
+        result["exact_match"] = run.evaluate(module, "stage2")["accuracy"]
+        result["records"], result["steps"] = len(records), steps
+    result["llava_bench"] = run_bench(model, run, root)
+    return result
+
+
+def job_sqa(acfg: AblateConfig, root: Path, seed: int, variant: str) -> dict:
+    """Stage 2 on toy ScienceQA in one of the paper's Table 8 variants, then its accuracy."""
+    from .evals.scienceqa import to_llava
+
+    base = _seed_dir(root, seed) / "toy"
+    fmt = "QCM-ALE" if variant == "answer first" else "QCM-LEA"
+    records = [to_llava(p, fmt) for p in _eval_items(root, "sqa_train")]
+    overrides = {"layer -1": {"vision.feature_layer": -1}, "smaller LLM": acfg.small_llm}.get(variant, {})
+    cfg = replace(_toy_cfg(acfg, seed, **overrides), stage2=acfg.sqa)
+    out = _seed_dir(root, seed) / f"sqa-{slug(variant)}"
+    weights = {"layer -1": ("vision", "llm"), "smaller LLM": ("vision",), "no stage 1": ("vision", "llm")}
+    run = variant_run(cfg, base, out, stage2_records=records, weights=weights.get(variant, ("vision", "llm",
+                                                                                             "projector")))
+    result: dict = {"variant": variant, "format": fmt, "records": len(records)}
+    if variant == "smaller LLM":
+        result["text_only"] = run.stage0_lm()["accuracy"]  # its own stand-in for the smaller Vicuna
+    if variant in ("layer -1", "smaller LLM"):
+        run.stage1()
+    model = run.stage2(with_stage1=variant != "no stage 1").model
+    result["scienceqa"] = run_sqa(model, run, root)
+    return result
+
+
+def _job(acfg: AblateConfig, root: Path, seed: int, kind: str, variant: str) -> tuple[str, float]:
+    """One job in a worker process: run it unless its result is already on disk."""
+    torch.set_num_threads(1)
+    quiet_lightning()
+    path = _seed_dir(root, seed) / "results" / f"{kind}-{slug(variant)}.json"
+    if path.exists():
+        return str(path), 0.0
+    t0 = time.perf_counter()
+    result = (job_data_variant if kind == "data" else job_sqa)(acfg, root, seed, variant)
+    result["seconds"] = round(time.perf_counter() - t0, 1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=1) + "\n")
+    return str(path), result["seconds"]
+
+
+# -- the whole ablation ----------------------------------------------------------------------------------------
+
+def write_eval_sets(acfg: AblateConfig, root: Path, run_dir: Path) -> None:
+    """The held-out benchmarks, from the toy run's contexts (eval scenes) and, for POPE's statistics and toy
+    ScienceQA's training problems, its training scenes. The same for every seed."""
+    from .evals.llava_bench import make_bench
+    from .evals.pope import make_pope, object_stats
+    from .evals.scienceqa import make_sqa
+
+    contexts = json.loads((run_dir / "data" / "contexts.json").read_text())
+    train = sorted(k for k in contexts if k.startswith("train-"))
+    held_out = sorted(k for k in contexts if k.startswith("eval-"))
+    out = root / "evals"
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "llava_bench.json", make_bench(contexts, held_out[: acfg.bench_scenes]))
+    stats = object_stats(contexts[k] for k in train)
+    for setting in POPE_SETTINGS:
+        write_json(out / f"pope_{setting}.json", make_pope(contexts, held_out[: acfg.pope_scenes], stats, setting))
+    write_json(out / "sqa_train.json", make_sqa(contexts, train, split="train"))
+    write_json(out / "sqa_test.json", make_sqa(contexts, held_out[: acfg.sqa_test_scenes], split="test"))
+
+
+def run_ablation(acfg: AblateConfig, root: str | Path, progress: bool = True) -> dict:
+    root = Path(root)
+    t0 = time.perf_counter()
+
+    def log(msg: str) -> None:
+        if progress:
+            print(f"[ablate {time.perf_counter() - t0:5.0f}s] {msg}", flush=True)
+
+    toy_reports = {}
+    for seed in acfg.seeds:  # one toy run per seed; its stage-0 pair runs side by side inside it
+        run_dir = _seed_dir(root, seed) / "toy"
+        if not (run_dir / "report.json").exists():
+            log(f"seed {seed}: minillava toy --seed {seed}")
+            ToyRun(replace(acfg.toy, seed=seed, workers=acfg.workers), run_dir, progress=False).run()
+        toy_reports[seed] = json.loads((run_dir / "report.json").read_text())
+        log(f"seed {seed}: toy overall {toy_reports[seed]['accuracy']['overall']:.3f}")
+    write_eval_sets(acfg, root, _seed_dir(root, acfg.seeds[0]) / "toy")
+
+    jobs = [(seed, "data", v) for seed in acfg.seeds for v in DATA_VARIANTS]
+    jobs += [(seed, "sqa", v) for seed in acfg.seeds for v in SQA_VARIANTS]
+    n = max(1, min(acfg.workers, os.cpu_count() or 1))
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=n, mp_context=context) as pool:
+        futures = {pool.submit(_job, acfg, root, seed, kind, v): (seed, kind, v) for seed, kind, v in jobs}
+        for future, (seed, kind, v) in futures.items():
+            try:
+                path, seconds = future.result()
+            except Exception as err:
+                raise RuntimeError(f"ablation job seed {seed} {kind} {v!r} in {root} failed: {err}") from err
+            log(f"seed {seed}: {kind} {v} done ({seconds:.0f}s)")
+    table = summarise(acfg, root, toy_reports)
+    table["seconds"] = round(time.perf_counter() - t0, 1)
+    write_tables(root, table)
+    log(f"done: {root / 'ablation.md'}")
+    return table
+
+
+def _result(root: Path, seed: int, kind: str, variant: str) -> dict:
+    return json.loads((_seed_dir(root, seed) / "results" / f"{kind}-{slug(variant)}.json").read_text())
+
+
+def mean_std(values: list[float]) -> dict:
+    m = sum(values) / len(values)
+    sd = math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+    return {"mean": m, "std": sd, "values": values}
+
+
+def summarise(acfg: AblateConfig, root: Path, toy_reports: dict) -> dict:
+    seeds = list(acfg.seeds)
+    data = {}
+    for v in DATA_VARIANTS:
+        results = [_result(root, s, "data", v)["llava_bench"]["relative"] for s in seeds]
+        data[v] = {k: mean_std([r[k]["relative"] for r in results]) for k in ("conv", "detail", "complex", "overall")}
+    sqa = {}
+    for v in SQA_VARIANTS:
+        results = [_result(root, s, "sqa", v)["scienceqa"] for s in seeds]
+        sqa[v] = {"accuracy": mean_std([100 * r["accuracy"] for r in results]),
+                  "per_category": {c: mean_std([100 * r["per_category"][c]["accuracy"] for r in results])
+                                   for c in results[0]["per_category"]}}
+    pope = {}
+    for setting in POPE_SETTINGS:
+        results = [_result(root, s, "data", "full")["pope"][setting] for s in seeds]
+        pope[setting] = {m: mean_std([r[m] for r in results]) for m in ("accuracy", "precision", "recall", "f1",
+                                                                         "yes_ratio")}
+    toy = {k: mean_std([toy_reports[s]["accuracy"][k] for s in seeds]) for k in toy_reports[seeds[0]]["accuracy"]}
+    text_only = {k: mean_std([toy_reports[s]["text_only"][k] for s in seeds])
+                 for k in toy_reports[seeds[0]].get("text_only", {})}
+    return {"seeds": seeds, "paper": PAPER, "data": data, "scienceqa": sqa, "pope": pope, "toy_exact_match": toy,
+            "toy_text_only": text_only, "toy_seconds": {s: toy_reports[s]["seconds"] for s in seeds},
+            "config": asdict(acfg)}
+
+
+def _pm(ms: dict, digits: int = 1) -> str:
+    return f"{ms['mean']:.{digits}f} ± {ms['std']:.{digits}f}"
+
+
+def direction(ours: dict, base: dict, paper_delta: float) -> str:
+    """Whether the toy world shows the paper's direction: the change of the mean has the paper's sign and is larger
+    than the seeds' spread (the larger of the two std's); otherwise "not reproduced" or "within noise"."""
+    delta = ours["mean"] - base["mean"]
+    noise = max(ours["std"], base["std"])
+    if abs(delta) <= noise:
+        return "within noise"
+    return "reproduced" if (delta > 0) == (paper_delta > 0) else "opposite"
+
+
+def format_tables(table: dict) -> str:
+    n = len(table["seeds"])
+    lines = [f"# The paper's tables in the toy world (mean ± std over {n} training seeds: {table['seeds']})", ""]
+    lines += ["## Instruction data types: toy LLaVA-Bench, relative score (%), rule-based judge", "",
+              "| stage-2 data | conversation | detail | complex | overall | paper (overall) | vs full: paper | toy |",
+              "|---|---|---|---|---|---|---|---|"]
+    data, paper = table["data"], table["paper"]["data"]
+    for v, r in data.items():
+        mark = "" if v == "full" else direction(r["overall"], data["full"]["overall"], paper[v] - paper["full"])
+        pd = "" if v == "full" else f"{paper[v] - paper['full']:+.1f}"
+        lines.append(f"| {v} | {_pm(r['conv'])} | {_pm(r['detail'])} | {_pm(r['complex'])} | {_pm(r['overall'])} | "
+                     f"{paper[v]} | {pd} | {mark} |")
+    lines += ["", "## ScienceQA design choices: toy ScienceQA accuracy (%)", "",
+              "| variant | accuracy | paper | vs best: paper | toy |", "|---|---|---|---|---|"]
+    sqa, paper = table["scienceqa"], table["paper"]["scienceqa"]
+    best = "reasoning first (best)"
+    for v, r in sqa.items():
+        mark = "" if v == best else direction(r["accuracy"], sqa[best]["accuracy"], paper[v] - paper[best])
+        pd = "" if v == best else f"{paper[v] - paper[best]:+.2f}"
+        lines.append(f"| {v} | {_pm(r['accuracy'])} | {paper[v]} | {pd} | {mark} |")
+    lines += ["", "Accuracy by question category (reasoning first):", "",
+              "| category | accuracy |", "|---|---|"]
+    for c, ms in sqa[best]["per_category"].items():
+        lines.append(f"| {c} | {_pm(ms)} |")
+    lines += ["", "## POPE (the full model)", "", "| negatives | accuracy | precision | recall | F1 | yes-ratio |",
+              "|---|---|---|---|---|---|"]
+    for setting, r in table["pope"].items():
+        lines.append(f"| {setting} | " + " | ".join(_pm(r[m], 3) for m in ("accuracy", "precision", "recall", "f1",
+                                                                            "yes_ratio")) + " |")
+    lines += ["", "## The toy runs (exact match on held-out short answers)", "", "| kind | image (stage 1 + 2) | "
+              "text only (stage-0 LLM, scene described in words) |", "|---|---|---|"]
+    for k, ms in table["toy_exact_match"].items():
+        t = table["toy_text_only"].get(k)
+        lines.append(f"| {k} | {_pm(ms, 3)} | {'-' if t is None else _pm(t, 3)} |")
+    lines += ["", "\"toy\" marks whether the toy world moves the paper's way: \"reproduced\" (same sign, change larger "
+              "than the seeds' std), \"opposite\", or \"within noise\".", ""]
+    if "seconds" in table:
+        lines += [f"Wall time: {table['seconds']:.0f} s.", ""]
+    return "\n".join(lines)
+
+
+def write_tables(root: Path, table: dict) -> None:
+    from matplotlib.figure import Figure
+
+    (root / "ablation.json").write_text(json.dumps(table, indent=1) + "\n")
+    (root / "ablation.md").write_text(format_tables(table))
+    fig = Figure(figsize=(10, 3.4))
+    ax1, ax2 = fig.subplots(1, 2)
+    for ax, (section, key) in ((ax1, ("data", "overall")), (ax2, ("scienceqa", "accuracy"))):
+        names = list(table[section])
+        ours = [table[section][v][key]["mean"] for v in names]
+        err = [table[section][v][key]["std"] for v in names]
+        paper = [table["paper"][section][v] for v in names]
+        x = range(len(names))
+        ax.bar([i - 0.2 for i in x], paper, 0.4, label="paper", color="#bbbbbb")
+        ax.bar([i + 0.2 for i in x], ours, 0.4, yerr=err, label="toy (mean ± std)", color="#3b6ea8")
+        ax.set_xticks(list(x), [n.replace(" (best)", "") for n in names], rotation=20, fontsize=8)
+        ax.set_title("LLaVA-Bench relative score (%)" if section == "data" else "ScienceQA accuracy (%)", fontsize=9)
+    ax1.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(root / "ablation.png", dpi=100)
