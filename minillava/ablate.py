@@ -122,7 +122,8 @@ def run_bench(model, run: ToyRun, root: Path) -> dict:
     answers = answer_questions(model, run.tokenizer, items, run.data_dir / "images", run.cfg.template, suffix="",
                                max_new_tokens=160)
     result = judge_bench(items, answers, RuleJudge(run.cfg.data.world.n_columns, run.cfg.data.world.n_rows))
-    result["answers"] = [{"id": it["id"], "answer": a} for it, a in zip(items[:6], answers[:6])]
+    for review, answer in zip(result["reviews"], answers):  # kept whole: a judge can be re-run on them later
+        review["answer"] = answer
     return result
 
 
@@ -324,7 +325,11 @@ def summarise(acfg: AblateConfig, root: Path, toy_reports: dict) -> dict:
     toy = {k: mean_std([toy_reports[s]["accuracy"][k] for s in seeds]) for k in toy_reports[seeds[0]]["accuracy"]}
     text_only = {k: mean_std([toy_reports[s]["text_only"][k] for s in seeds])
                  for k in toy_reports[seeds[0]].get("text_only", {})}
+    # the first seed's full model, answer by answer: a judge can be re-run on them without any training
+    sample = {"seed": seeds[0], "variant": "full",
+              "reviews": _result(root, seeds[0], "data", "full")["llava_bench"]["reviews"]}
     return {"seeds": seeds, "paper": PAPER, "data": data, "scienceqa": sqa, "pope": pope, "toy_exact_match": toy,
+            "bench_reviews": sample,
             "toy_text_only": text_only, "toy_seconds": {s: toy_reports[s]["seconds"] for s in seeds},
             "config": asdict(acfg)}
 

@@ -27,7 +27,7 @@ def test_tiny_run_writes_the_report(tiny_run):
     assert saved["side_by_side"] is side_by_side
     assert ("ran side by side" in (out / "report.md").read_text()) is side_by_side
     kinds = {"count", "colour", "yesno", "relation"}
-    for key in ("accuracy", "chance", "no_stage1"):
+    for key in ("accuracy", "chance", "no_stage1", "text_only"):
         assert set(saved[key]) == kinds | {"overall"}, key
         assert all(0.0 <= v <= 1.0 for v in saved[key].values())
     assert set(saved["final_loss"]) == {"stage0_clip", "stage0_lm", "stage1", "stage2", "stage2_no_stage1"}
