@@ -12,6 +12,8 @@
                                                   `minillava fit -c NAME --print_config` the whole resolved config
     minillava {validate,test,predict} ...         the other LightningCLI subcommands
     minillava configs                             the packaged configs (toy/*, paper/*), one line each
+    minillava chat RUN --image PATH               chat about an image, answers streamed (a toy run folder or a
+                                                  transformers Llava folder; --web: the gradio demo; see --help)
     minillava plan -c paper/llava-v1-13b-stage2 --devices 8
                                                   parameters, memory per GPU, FLOPs and hours of a config's run
                                                   (--gpu, --mfu, --batch, --seq, --json; see --help)
@@ -307,6 +309,10 @@ def main(argv: list[str] | None = None) -> None:
         ablate_main(rest)
     elif command == "configs":
         configs_main(rest)
+    elif command == "chat":
+        from .chat import chat_main
+
+        chat_main(rest)
     elif command == "plan":
         from .plan import plan_main
 
@@ -315,7 +321,7 @@ def main(argv: list[str] | None = None) -> None:
         lightning_main(argv)
     else:
         raise SystemExit(f"minillava: unknown command {command!r}; "
-                         f"try: toy, ablate, gen-data, configs, plan, {', '.join(LIGHTNING_SUBCOMMANDS)}")
+                         f"try: toy, ablate, gen-data, configs, plan, chat, {', '.join(LIGHTNING_SUBCOMMANDS)}")
 
 
 if __name__ == "__main__":
