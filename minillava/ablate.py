@@ -58,7 +58,7 @@ class AblateConfig:
     sqa_test_scenes: int = 200
     # toy ScienceQA fine-tuning: the paper fine-tuned on ScienceQA's 12.7K training problems from the stage-1
     # projector; here one problem per training scene
-    sqa: StageConfig = field(default_factory=lambda: StageConfig(steps=900, batch_size=8, lr=1e-3))
+    sqa: StageConfig = field(default_factory=lambda: StageConfig(steps=600, batch_size=8, lr=1e-3))
     small_llm: dict = field(default_factory=lambda: {"llm.n_layers": 2})  # "7B instead of 13B": half the blocks
     workers: int = 2
 
