@@ -17,6 +17,9 @@
     minillava plan -c paper/llava-v1-13b-stage2 --devices 8
                                                   parameters, memory per GPU, FLOPs and hours of a config's run
                                                   (--gpu, --mfu, --batch, --seq, --json; see --help)
+    minillava merge ADAPTERS --out DIR [--hf-out DIR]
+                                                  fold LoRA adapters into their base LLaVA; write the original
+                                                  and/or transformers layout (docs/custom_data.md)
 """
 
 from __future__ import annotations
@@ -317,11 +320,15 @@ def main(argv: list[str] | None = None) -> None:
         from .plan import plan_main
 
         plan_main(rest)
+    elif command == "merge":
+        from .finetune import merge_main
+
+        merge_main(rest)
     elif command in LIGHTNING_SUBCOMMANDS:
         lightning_main(argv)
     else:
         raise SystemExit(f"minillava: unknown command {command!r}; "
-                         f"try: toy, ablate, gen-data, configs, plan, chat, {', '.join(LIGHTNING_SUBCOMMANDS)}")
+                         f"try: toy, ablate, gen-data, configs, plan, merge, chat, {', '.join(LIGHTNING_SUBCOMMANDS)}")
 
 
 if __name__ == "__main__":
