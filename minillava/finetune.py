@@ -172,7 +172,7 @@ def _original_config(path: Path, config: dict, where: str, vision_weights: PathL
         raise ValueError(f"{where}: mm_hidden_size={config['mm_hidden_size']}, but the vision tower is "
                          f"{vcfg.width} wide")
     return LlavaConfig(vision=vcfg, llm=llm, projector=config.get("mm_projector_type", "linear"),
-                       image_token_id=llm.vocab_size)
+                       image_token_id=config.get("image_token_index", llm.vocab_size))
 
 
 def load_released(released: Released, dtype: torch.dtype | None = None) -> Llava:

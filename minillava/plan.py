@@ -14,10 +14,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from .lora import lora_param_count
 from .model import llava_preset, override
 from .recipe import Recipe, accumulation_for, global_batch_size, recipe_for
 from .sizing import GIB, GPUS, count_params, memory_per_gpu, training_flops
@@ -48,6 +50,10 @@ class Setup:
     seq: int
     max_epochs: int | None
     max_steps: int | None
+    finetune: bool = False  # a FinetuneModule config: continues from a released LLaVA (init_from)
+    init_from: str | None = None
+    lora_r: int | None = None
+    quantize: str | None = None
 
 
 def _init_args(section: Any) -> dict[str, Any]:
@@ -87,8 +93,22 @@ def config_path(name: str) -> Path:
     return found
 
 
+def _preset_of(init_from: str | None, where: Path) -> str:
+    """The preset a released checkpoint's folder name names (llava-v1.5-7b -> llava-1.5-7b), for planning without
+    the files; a folder that is here is read instead (make_plan)."""
+    name = Path(str(init_from or "")).name.lower()
+    found = re.search(r"llava-v?(1\.5|1)-(7b|13b)", name)
+    if found is None:
+        if init_from and Path(init_from).is_dir():
+            return "llava-1.5-7b"  # replaced by the folder's own configuration
+        raise ValueError(f"{where}: init_from {init_from!r} is not here and its name names no known model "
+                         f"(llava-v1.5-7b, llava-v1.5-13b, llava-v1-13b, ...); pass --preset")
+    version = "1.5" if found.group(1) == "1.5" else "v1"
+    return f"llava-{version}-{found.group(2)}"
+
+
 def read_setup(config: str, devices: int | None = None, num_nodes: int | None = None, batch: int | None = None,
-               seq: int | None = None, strategy: str | None = None) -> Setup:
+               seq: int | None = None, strategy: str | None = None, preset: str | None = None) -> Setup:
     """The run a config describes; devices / num_nodes / batch change it while keeping the recipe's global batch
     (the GlobalBatch callback's value): the accumulation follows."""
     import yaml
@@ -100,9 +120,16 @@ def read_setup(config: str, devices: int | None = None, num_nodes: int | None = 
     model_section = doc.get("model") or {}
     class_path = model_section.get("class_path", "minillava.training.LlavaModule") if isinstance(
         model_section, dict) else ""
-    if not class_path.endswith("LlavaModule"):
-        raise ValueError(f"{path}: plan needs a minillava.training.LlavaModule config, this one trains {class_path}")
+    finetune = class_path.endswith("FinetuneModule")
+    if not class_path.endswith("LlavaModule") and not finetune:
+        raise ValueError(f"{path}: plan needs a minillava.training.LlavaModule or minillava.finetune.FinetuneModule "
+                         f"config, this one trains {class_path}")
     model = _init_args(model_section)
+    if finetune:
+        model.setdefault("preset", preset or _preset_of(model.get("init_from"), path))
+        model["stage"] = 2
+    if preset is not None:
+        model["preset"] = preset
     data = _init_args(doc.get("data"))
     trainer = doc.get("trainer") or {}
     recipe_batch = None
@@ -127,6 +154,8 @@ def read_setup(config: str, devices: int | None = None, num_nodes: int | None = 
         global_batch=global_batch_size(n_dev, n_nodes, micro, accumulate), recipe_global_batch=recipe_batch,
         seq=int(seq if seq is not None else data.get("max_len", 2048)),
         max_epochs=trainer.get("max_epochs"), max_steps=trainer.get("max_steps"),
+        finetune=finetune, init_from=model.get("init_from"), lora_r=model.get("lora_r"),
+        quantize=model.get("quantize"),
     )
 
 
@@ -142,8 +171,13 @@ def make_plan(setup: Setup, gpu: str = "a100-80gb", mfu: float = 0.4, peak_tflop
     if not 0 < mfu <= 1:
         raise ValueError(f"--mfu must be in (0, 1], got {mfu}")
     cfg = override(llava_preset(setup.preset), setup.overrides)
+    if setup.init_from and Path(setup.init_from).is_dir():  # the checkpoint is here: its own configuration
+        from .finetune import read_released
+
+        cfg = override(read_released(setup.init_from).cfg, setup.overrides)
     counts = count_params(cfg)
-    recipe: Recipe | None = recipe_for(setup.preset, setup.stage)
+    recipe: Recipe | None = None if setup.finetune else recipe_for(setup.preset, setup.stage)
+    lora_params = lora_param_count(cfg, r=setup.lora_r) if setup.lora_r else 0
     data_parallel = setup.devices * setup.num_nodes
     n_gpus = data_parallel
     peak = peak_tflops if peak_tflops is not None else GPUS[gpu].peak_tflops
@@ -151,7 +185,8 @@ def make_plan(setup: Setup, gpu: str = "a100-80gb", mfu: float = 0.4, peak_tflop
     memory = {}
     for key, ckpt in (("without", False), ("with", True)):
         m = memory_per_gpu(cfg, counts, setup.stage, data_parallel=data_parallel, sharded=setup.strategy == "fsdp",
-                           precision=setup.precision, batch=setup.batch, seq=setup.seq, checkpointing=ckpt)
+                           precision=setup.precision, batch=setup.batch, seq=setup.seq, checkpointing=ckpt,
+                           lora_params=lora_params, quantized=setup.quantize == "4bit")
         memory[key] = {k: v / GIB for k, v in asdict(m).items()} | {"total": m.total / GIB}
 
     samples = samples if samples is not None else (recipe.samples if recipe else None)
@@ -167,23 +202,50 @@ def make_plan(setup: Setup, gpu: str = "a100-80gb", mfu: float = 0.4, peak_tflop
     compute = {}
     for key, ckpt in (("without", False), ("with", True)):
         f = training_flops(cfg, counts, setup.stage, tokens=tokens, images=setup.global_batch, seq=mean_tokens,
-                           checkpointing=ckpt)
+                           checkpointing=ckpt)  # LoRA: the same matmuls (a frozen weight's input gradient is needed)
         step_s = f.model / (n_gpus * peak * 1e12 * mfu)
         compute[key] = {"model_flops": f.model, "hardware_flops": f.hardware, "step_seconds": step_s,
                         "hfu": mfu * f.hardware / f.model,
                         "hours": steps * step_s / 3600 if steps is not None else None}
+    trainable = counts.projector + lora_params if setup.lora_r else counts.trainable(setup.stage)
     return {
+        "finetune": finetune_modes(cfg, counts, setup) if setup.finetune else None,
         "config": setup.config,
         "recipe": asdict(recipe) if recipe else None,
         "setup": asdict(setup) | {"data_parallel": data_parallel, "gpu": gpu, "gpu_memory_gib": GPUS[gpu].memory_gib,
                                   "peak_tflops": peak, "mfu": mfu},
-        "params": asdict(counts) | {"total": counts.total, "trainable": counts.trainable(setup.stage),
-                                    "frozen": counts.total - counts.trainable(setup.stage)},
+        "params": asdict(counts) | {"total": counts.total, "trainable": trainable, "frozen": counts.total - trainable,
+                                    "lora": lora_params},
         "memory_gib": memory,
         "compute": compute,
         "data": {"samples": samples, "epochs": epochs, "steps": steps, "tokens_per_sample": mean_tokens,
                  "tokens_per_step": tokens, "padded_tokens_per_step": setup.global_batch * setup.seq},
     }
+
+
+FINETUNE_GPUS = ("rtx4090", "a100-40gb", "a100-80gb")  # one 24, 40 and 80 GB GPU
+
+
+def finetune_modes(cfg, counts, setup: Setup) -> dict:
+    """Memory per GPU of the same run fully, with LoRA (the config's rank, else 128) and with QLoRA, activation
+    checkpointing on, and whether it fits one 24 / 40 / 80 GB GPU (10% headroom). QLoRA is never sharded, nor is
+    anything on one GPU (run it with trainer.strategy auto)."""
+    r = setup.lora_r or 128
+    lora = lora_param_count(cfg, r=r)
+    dp = setup.devices * setup.num_nodes
+    sharded = setup.strategy == "fsdp" and dp > 1  # on one GPU: strategy auto (FinetuneModule keeps a bf16 base)
+    out = {}
+    for mode, params, quantized in (("full", 0, False), ("lora", lora, False), ("qlora", lora, True)):
+        m = memory_per_gpu(cfg, counts, 2, data_parallel=dp, sharded=sharded and not quantized,
+                           precision=setup.precision, batch=setup.batch, seq=setup.seq, checkpointing=True,
+                           lora_params=params, quantized=quantized)
+        total = m.total / GIB
+        out[mode] = {"trainable": counts.trainable(2) if mode == "full" else counts.projector + params,
+                     "r": None if mode == "full" else r,
+                     "weights_gib": m.weights / GIB, "grads_adam_gib": (m.gradients + m.optimizer) / GIB,
+                     "activations_gib": (m.activations + m.logits) / GIB, "total_gib": total,
+                     "fits": {g: total < 0.9 * GPUS[g].memory_gib for g in FINETUNE_GPUS}}
+    return out
 
 
 LABEL, COL = 52, 20  # table widths
@@ -198,6 +260,10 @@ def format_plan(plan: dict) -> str:
     recipe = plan["recipe"]
     stage = s["stage"]
     role = {"vision": "frozen", "projector": "trains", "llm": "trains" if stage == 2 else "frozen"}
+    if s.get("lora_r"):
+        role["llm"] = f"frozen; LoRA r {s['lora_r']} adapters {p['lora']:,} train"
+        if s.get("quantize"):
+            role["llm"] += ", 4-bit base"
     sharding = (f"FSDP2 full shard over {s['data_parallel']}" if s["strategy"] == "fsdp"
                 else "replicated" if s["data_parallel"] > 1 else "one device")
     cols = ["no checkpointing", "checkpointing"]
@@ -248,7 +314,30 @@ def format_plan(plan: dict) -> str:
                                                       for v in vals))
     if recipe and recipe.get("reported_hours"):
         lines.append(f"  the paper reports ~{recipe['reported_hours']:g} h for the 13B model on 8 x A100")
+    if plan.get("finetune"):
+        lines += ["", *format_finetune(plan["finetune"], s)]
     return "\n".join(lines)
+
+
+def format_finetune(modes: dict, s: dict) -> list[str]:
+    r = modes["lora"]["r"]
+    names = {"full": "full", "lora": f"LoRA r {r}", "qlora": f"QLoRA r {r} (4-bit)"}
+    width = 16
+    lines = [f"fine-tuning modes, memory per GPU (GiB) at {s['batch']} x {s['seq']} tokens, checkpointing, "
+             f"{s['data_parallel']} GPU(s):",
+             f"  {'':<34}" + "".join(f"{names[m]:>{width + 4}}" for m in modes)]
+    rows = [("trainable parameters", lambda m: f"{m['trainable']:,}"),
+            ("weights", lambda m: f"{m['weights_gib']:.1f}"),
+            ("gradients + AdamW (trainable only)", lambda m: f"{m['grads_adam_gib']:.1f}"),
+            ("activations + logits", lambda m: f"{m['activations_gib']:.1f}"),
+            ("total", lambda m: f"{m['total_gib']:.1f}")]
+    rows += [(f"fits one {g} ({GPUS[g].memory_gib:.0f} GiB)?", lambda m, g=g: "yes" if m["fits"][g] else "no")
+             for g in FINETUNE_GPUS]
+    for label, cell in rows:
+        lines.append(f"  {label:<34}" + "".join(f"{cell(m):>{width + 4}}" for m in modes.values()))
+    lines.append("  (one GPU: trainer.strategy auto, unsharded, LoRA's frozen base in bf16; QLoRA is never sharded; "
+                 "--batch and --seq change the activations)")
+    return lines
 
 
 def plan_main(argv: list[str]) -> None:
@@ -270,9 +359,12 @@ def plan_main(argv: list[str]) -> None:
     parser.add_argument("--mfu", type=float, default=0.4, help="model FLOPs utilisation (default: %(default)s)")
     parser.add_argument("--peak-tflops", type=float, help="override the GPU's dense bf16 peak")
     parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    parser.add_argument("--preset", help="the model, where a fine-tuning config's init_from is not here and its "
+                                         "name names none (e.g. llava-1.5-7b)")
     args = parser.parse_args(argv)
     try:
-        setup = read_setup(args.config, args.devices, args.num_nodes, args.batch, args.seq, args.strategy)
+        setup = read_setup(args.config, args.devices, args.num_nodes, args.batch, args.seq, args.strategy,
+                           args.preset)
         plan = make_plan(setup, args.gpu, args.mfu, args.peak_tflops, args.samples, args.tokens_per_sample,
                          args.epochs)
     except (ValueError, FileNotFoundError) as exc:

@@ -71,6 +71,7 @@ GPUS: dict[str, GPU] = {
     "h200": GPU("NVIDIA H200 141GB", 989, 139.8),
     "b200": GPU("NVIDIA B200 180GB", 2250, 178),
     "l40s": GPU("NVIDIA L40S 48GB", 362, 44.4),
+    "rtx4090": GPU("NVIDIA GeForce RTX 4090 24GB", 165.2, 23.99),  # bf16 with fp32 accumulation
 }
 
 
@@ -79,7 +80,7 @@ def gpu_for_device_name(name: str) -> str | None:
     n = name.upper()
     if "H100" in n:
         return "h100-pcie" if "PCIE" in n else "h100-80gb"
-    for key, marker in (("h200", "H200"), ("b200", "B200"), ("l40s", "L40S")):
+    for key, marker in (("h200", "H200"), ("b200", "B200"), ("l40s", "L40S"), ("rtx4090", "4090")):
         if marker in n:
             return key
     if "A100" in n:
@@ -200,8 +201,16 @@ class Memory:
 
 
 def memory_per_gpu(cfg: LlavaConfig, counts: ParamCounts, stage: int, *, data_parallel: int, sharded: bool,
-                   precision: str, batch: int, seq: int, checkpointing: bool) -> Memory:
-    """Peak memory of one GPU training a micro-batch of `batch` x `seq` tokens (assumptions: module docstring)."""
+                   precision: str, batch: int, seq: int, checkpointing: bool, lora_params: int = 0,
+                   quantized: bool = False) -> Memory:
+    """Peak memory of one GPU training a micro-batch of `batch` x `seq` tokens (assumptions: module docstring).
+
+    `lora_params` > 0: LoRA (minillava.lora): only the adapters and the projector train; `quantized`: QLoRA, the
+    adapted linear layers in 4-bit NF4 (see `lora_memory_per_gpu`)."""
+    if lora_params or quantized:
+        return lora_memory_per_gpu(cfg, counts, lora_params, data_parallel=data_parallel, sharded=sharded,
+                                   precision=precision, batch=batch, seq=seq, checkpointing=checkpointing,
+                                   quantized=quantized)
     if precision not in ("bf16-mixed", "bf16-true", "32-true", "32", "16-mixed"):
         raise ValueError(f"plan: precision {precision!r} is not modelled (bf16-mixed, bf16-true, 16-mixed, 32-true)")
     half = precision == "bf16-true"
@@ -238,3 +247,53 @@ def memory_per_gpu(cfg: LlavaConfig, counts: ParamCounts, stage: int, *, data_pa
     logits = tokens * LOGITS_BYTES_PER_VOCAB * llm.vocab_size
     scale = 2 if fp32 else 1  # 32-true: every saved tensor twice as wide as in bf16 (an approximation)
     return Memory(weights, gradients, optimizer, buffers, activations * scale, logits)
+
+
+# LoRA: per decoder block and token, what the adapters add to a frozen block's saved tensors: lora_dropout's output
+# (2 B, the input of lora_A) and its mask (1 B) for each adapted input (q, k, v, gate, up read d wide, o d wide,
+# down f wide: 6 d + f), and the r-wide input of lora_B (2 B x r x 7)
+LORA_INPUT_BYTES = 3
+QLORA_BYTES_PER_PARAM = (4 + 0.127) / 8  # NF4 + double-quantised constants (the QLoRA paper)
+
+
+def lora_memory_per_gpu(cfg: LlavaConfig, counts: ParamCounts, lora_params: int, *, data_parallel: int,
+                        sharded: bool, precision: str, batch: int, seq: int, checkpointing: bool, r: int = 128,
+                        quantized: bool = False) -> Memory:
+    """Peak memory of one GPU training LoRA adapters + the projector on a frozen base (FinetuneModule lora_r).
+
+    - weights: unsharded under a bf16 precision, the frozen base in bf16 (2 B; FinetuneModule casts it, as the
+      official run's model.to(bf16)); QLoRA: the adapted linear layers in NF4 (~0.52 B), the rest in bf16;
+      sharded (FSDP2): fp32 shards of everything (4 B / N). The trainable set (adapters + projector) in fp32.
+    - gradients 4 B and AdamW 8 B per trainable parameter only.
+    - activations: a frozen block crossed by gradients (its coefficients above) plus the adapters' own inputs.
+    """
+    half = precision in ("bf16-mixed", "bf16-true")
+    trainable = counts.projector + lora_params
+    frozen = counts.total - counts.projector
+    shard = data_parallel if sharded else 1
+    if sharded:
+        weights = (frozen + trainable) * 4 / shard
+    elif quantized:
+        llm_linear = counts.llm_block * cfg.llm.n_layers  # the blocks' matmul weights (norms are negligible)
+        weights = llm_linear * QLORA_BYTES_PER_PARAM + (frozen - llm_linear) * 2 + trainable * 4
+    else:
+        weights = frozen * (2 if half else 4) + trainable * 4
+    gradients = trainable * 4 / shard
+    optimizer = trainable * 8 / shard
+    if sharded:
+        unit = max(counts.llm_block, counts.llm_embed, counts.llm_head, counts.vision_block)
+        buffers = 2 * unit * 2 + (lora_params / max(cfg.llm.n_layers, 1)) * 6
+    else:
+        buffers = trainable * 4 if data_parallel > 1 else 0.0
+    llm = cfg.llm
+    tokens = batch * seq
+    compute = "bf16" if half or sharded else "autocast"
+    adapters = LORA_INPUT_BYTES * (6 * llm.d_model + llm.ffn_dim) + 2 * 7 * r
+    per_block = tokens * (block_activation_bytes(cfg, "bf16" if compute == "bf16" else compute, False) + adapters)
+    if checkpointing:
+        blocks = llm.n_layers * tokens * 2 * llm.d_model + per_block
+    else:
+        blocks = llm.n_layers * per_block
+    activations = blocks + per_block + tokens * OUTSIDE_BLOCKS_BYTES_PER_D * llm.d_model
+    logits = tokens * LOGITS_BYTES_PER_VOCAB * llm.vocab_size
+    return Memory(weights, gradients, optimizer, buffers, activations, logits)

@@ -207,7 +207,10 @@ def load_llava(path: PathLike, vision: VisionTower | PathLike | None = None, pro
     vcfg = tower.cfg if tower is not None else _preset_for(config.get("mm_vision_tower"), feature_layer, select, where)
     if vcfg.width != config.get("mm_hidden_size", vcfg.width):
         raise ValueError(f"{where}: mm_hidden_size={config['mm_hidden_size']}, but the vision tower is {vcfg.width} wide")
-    cfg = LlavaConfig(vision=vcfg, llm=llm, projector=kind, image_token_id=llm.vocab_size)
+    # the placeholder is the first id after the vocabulary, unless the config names another (`save_llava` writes
+    # image_token_index for a model whose <image> lies inside its vocabulary, as one converted from transformers')
+    cfg = LlavaConfig(vision=vcfg, llm=llm, projector=kind, image_token_id=config.get("image_token_index",
+                                                                                         llm.vocab_size))
     with torch.device("meta"):
         model = Llava(cfg)
     rules = original_llava_rules(cfg)
@@ -276,6 +279,8 @@ def save_llava(path: PathLike, cfg: LlavaConfig, state: dict[str, torch.Tensor],
             "use_mm_proj": True,
             "torch_dtype": str(dtype or torch.float32).removeprefix("torch."),
         }
+        if cfg.image_token_id != cfg.llm.vocab_size:  # <image> inside the vocabulary (a transformers Llava's)
+            config["image_token_index"] = cfg.image_token_id
         (path / "config.json").write_text(json.dumps(config, indent=2))
         if tok is not None:
             tok.save_pretrained(path)
