@@ -156,3 +156,23 @@ def test_plan_compares_full_lora_and_qlora(capsys):
     out = capsys.readouterr().out
     assert "LoRA r 128" in out and "QLoRA" in out and "24" in out
     json.dumps(plan)  # JSON-ready
+
+
+def test_toy_flow_new_question_kind():
+    from minillava.finetune_toy import highest
+
+    ctx = "A picture.\n\nred circle: [0.000, 0.500, 0.200, 0.700]\nblue square: [0.250, 0.125, 0.450, 0.300]\n"
+    assert highest(ctx) == "blue square"
+    assert highest("red circle: [0.000, 0.500, 0.200, 0.700]") is None  # one object: no question
+    assert highest(ctx.replace("0.125", "0.450")) is None  # a tie within 0.1: left out
+
+
+def test_toy_flow_runs_on_a_finished_toy_run(tiny_run, tmp_path):
+    pytest.importorskip("peft", reason='LoRA needs peft: pip install "minillava[lora]"')
+    from minillava.finetune_toy import run_flow
+
+    out, _ = tiny_run
+    results = run_flow(out, tmp_path / "flow", steps=2, batch_size=4, n_old=8)
+    assert set(results) >= {"before", "lora", "full"}
+    assert results["lora"]["trainable"] < results["full"]["trainable"] < results["total"]
+    assert "| + LoRA r 8 |" in (tmp_path / "flow" / "results.md").read_text()
