@@ -92,6 +92,8 @@ def add_lora(model: Llava, settings: LoraSettings) -> Llava:
     config = peft.LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
                              target_modules=targets, bias="none")
     peft.inject_adapter_in_model(config, model.llm, adapter_name=ADAPTER_NAME)
+    for _, layer in lora_layers(model.llm):  # new modules start in training mode: follow the LLM's (dropout)
+        layer.train(model.llm.training)
     model.requires_grad_(False)
     for name, param in model.llm.named_parameters():
         param.requires_grad_("lora_" in name)
