@@ -279,3 +279,14 @@ def test_each_typical_mistake_loses_exactly_its_part(graded, mistake):
             assert errors[0].startswith("AssertionError: Algorithm "), errors
         else:
             assert not errors, f"{mistake.student}: {errors}\n{source(cell)[:300]}"
+
+
+@pytest.mark.slow
+def test_feedback_shows_the_student_the_line_and_the_points(graded):
+    """`nbgrader generate_feedback` (what the student gets back) carries the message and the part's points."""
+    mistake = MISTAKES[0]
+    nbgrader(graded.root, "generate_feedback", mistake.assignment, f"--student={mistake.student}")
+    html = notebook_path(graded.root / "feedback" / mistake.student, mistake.assignment).with_suffix(".html")
+    text = html.read_text()
+    total = sum(graded.max_scores[mistake.assignment].values())
+    assert mistake.message in text and f"Score: {total - 2:.1f} / {total:.1f}" in text
