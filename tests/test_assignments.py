@@ -288,5 +288,6 @@ def test_feedback_shows_the_student_the_line_and_the_points(graded):
     nbgrader(graded.root, "generate_feedback", mistake.assignment, f"--student={mistake.student}")
     html = notebook_path(graded.root / "feedback" / mistake.student, mistake.assignment).with_suffix(".html")
     text = html.read_text()
-    total = sum(graded.max_scores[mistake.assignment].values())
-    assert mistake.message in text and f"Score: {total - 2:.1f} / {total:.1f}" in text
+    points = graded.max_scores[mistake.assignment]
+    total, lost = sum(points.values()), points[mistake.fails]
+    assert mistake.message in text and f"Score: {total - lost:.1f} / {total:.1f}" in text
