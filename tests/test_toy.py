@@ -110,11 +110,12 @@ def test_side_by_side_jobs_train_exactly_what_one_process_trains(tiny_run, tiny_
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # each worker runs on one thread; so does the one-process run here
         try:
-            assert run.side_by_side(("stage0_lm", {}), ("stage0_clip", {})) == [None, None]
+            text_only, clip = run.side_by_side(("stage0_lm", {}), ("stage0_clip", {}))
         finally:
             torch.set_num_threads(threads)
+        assert clip is None and set(text_only["accuracy"]) == {"count", "colour", "yesno", "relation", "overall"}
         assert set(run.losses) == {"stage0_lm", "stage0_clip"}  # losses and timings come back from the workers
-        assert set(run.seconds) == {"stage0_lm", "stage0_clip"}
+        assert set(run.seconds) == {"stage0_lm", "stage0_clip", "eval_text_only"}
         weights[workers] = {name: load_file(folder / "weights" / f"{name}.safetensors") for name in ("llm", "vision")}
     for name, tensors in weights[1].items():
         for key, value in tensors.items():
