@@ -1,7 +1,9 @@
 """The formal algorithms (algorithms/*.md) and the code lines that cite them (`# Alg 2, line 4`).
 
 Used by the traceability test, which keeps the two in step, and by the notebooks, which print an algorithm's lines
-from the Markdown itself beside the code that computes them, so the notebooks cannot drift from the text.
+from the Markdown itself beside the code that computes them, so the notebooks cannot drift from the text. The
+notation checks (`notation`, `undefined_symbols`) keep algorithms/notation.md to one meaning per symbol and make it
+define every symbol the algorithm files use.
 """
 
 from __future__ import annotations
@@ -66,3 +68,84 @@ def show(number: int, lines: list[int] | None = None) -> str:
     chosen = lines or list(alg.lines)
     body = "\n".join(f"{n}. {alg.lines[n]}" for n in chosen)
     return f"**Algorithm {number}: {alg.title}**\n\n{body}"
+
+
+# --- notation: every symbol the algorithms use is defined in notation.md, and defined once ---------------------
+
+NOTATION = "notation.md"
+_NOTATION_END = "## Symbols that changed"  # the tables above this heading define symbols; the rename table does not
+_GREEK = {  # commands that are symbols (the rest, \leftarrow, \in, \odot, ..., are operators or layout)
+    "alpha", "beta", "gamma", "delta", "epsilon", "varepsilon", "zeta", "eta", "theta", "vartheta", "iota", "kappa",
+    "lambda", "mu", "nu", "xi", "pi", "rho", "sigma", "tau", "upsilon", "phi", "varphi", "chi", "psi", "omega",
+    "Gamma", "Delta", "Theta", "Lambda", "Xi", "Pi", "Sigma", "Phi", "Psi", "Omega", "ell",
+}
+_MATH = re.compile(r"\$([^$]+)\$")
+_ATOM = re.compile(
+    r"(\\mathcal\{[A-Z]\}|\\mathrm\{[A-Za-z]+\}|\\[A-Za-z]+|[A-Za-z])'*"  # a base: calligraphic, word, command, letter
+    r"(?:_(\{(?:[^{}]|\{[^{}]*\})*\}|\\[A-Za-z]+|[A-Za-z0-9]))?"  # an optional subscript
+)
+_INDEX = re.compile(r"^(?:[0-9ijknrthHLMN'+\-()<,\s]|\\ell)*$")  # loop indices and their bounds: x_t, t_{(i-1)N + n}, O_H
+
+
+def _subscript_part(sub: str) -> str:
+    """The part of a subscript that names a symbol: index parts (`t`, `<i`, `\\ell`, `1`) are dropped."""
+    inner = sub[1:-1] if sub.startswith("{") else sub
+    parts = [p.strip() for p in inner.split(",")]
+    return ",".join(p for p in parts if not _INDEX.match(p))
+
+
+def math_symbols(math: str) -> set[str]:
+    """The symbols in one LaTeX formula, e.g. "X_v", "H_{kv}", "\\Lambda", "\\mathcal{V}", "\\cos_p", "x".
+
+    Superscripts, `\\mathbb`/`\\text` spans, primes and accents are dropped; a subscript of loop indices is dropped
+    (`x_t` is `x`); `\\mathrm{...}` words are function or algorithm names (not symbols) except `\\mathrm{Mask}`;
+    commands are symbols only when Greek (or `\\ell`), and `\\cos`/`\\sin` only with a subscript (`\\cos_p`).
+    """
+    s = re.sub(r"\\(?:text|mathbb|operatorname)\{[^{}]*\}", " ", math)
+    s = re.sub(r"\^(?:\{(?:[^{}]|\{[^{}]*\})*\}|\\[A-Za-z]+|[A-Za-z0-9])", "", s)
+    s = re.sub(r"\\[,;:! ]", " ", s)
+    found = set()
+    for m in _ATOM.finditer(s):
+        base, sub = m.group(1), m.group(2)
+        if base.startswith("\\mathrm") and base != "\\mathrm{Mask}":
+            continue
+        if base.startswith("\\") and not base.startswith(("\\mathcal", "\\mathrm")):
+            name = base[1:]
+            if name not in _GREEK and not (name in ("cos", "sin") and sub):
+                continue
+        part = _subscript_part(sub) if sub else ""
+        found.add(f"{base}_{{{part}}}" if part else base)
+    return found
+
+
+def _defined_left(math: str) -> str:
+    """The defined part of a first-column formula: what stands left of `\\in`, `=`, `\\geq`."""
+    return re.split(r"\\in\b|=|\\geq\b", math, maxsplit=1)[0]
+
+
+def notation(folder: Path = ALGORITHMS) -> dict[str, list[int]]:
+    """symbol -> the lines of notation.md whose table row defines it (its first column, left of `\\in` or `=`)."""
+    defined: dict[str, list[int]] = {}
+    for i, line in enumerate((folder / NOTATION).read_text().splitlines(), 1):
+        if line.startswith(_NOTATION_END):
+            break
+        if not line.startswith("| ") or line.startswith(("| symbol", "|---")):
+            continue
+        first = line.split(" | ")[0]
+        for math in _MATH.findall(first):
+            for symbol in math_symbols(_defined_left(math)):
+                if i not in defined.setdefault(symbol, []):
+                    defined[symbol].append(i)
+    return defined
+
+
+def undefined_symbols(folder: Path = ALGORITHMS) -> dict[str, list[str]]:
+    """symbol -> the algorithm files that use it although notation.md does not define it."""
+    defined = notation(folder)
+    missing: dict[str, list[str]] = {}
+    for alg in algorithms(folder).values():
+        for math in _MATH.findall(alg.path.read_text()):
+            for symbol in math_symbols(math) - set(defined):
+                if alg.path.name not in missing.setdefault(symbol, []):
+                    missing[symbol].append(alg.path.name)
+    return missing
