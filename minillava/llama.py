@@ -324,7 +324,7 @@ def _supervised_targets(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
 def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean next-token cross-entropy over the supervised targets.
 
-    Alg 2, line 10: the mean over supervised targets y_{t+1} of -log softmax(P[t])[y_{t+1}].
+    Alg 2, line 10: the mean over supervised targets y_{t+1} of -log softmax(Λ[t])[y_{t+1}].
     """
     targets, keep = _supervised_targets(labels)
     return F.cross_entropy(logits[:, :-1][keep].float(), targets[keep])  # (n, v) rows of supervised positions
