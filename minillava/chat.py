@@ -4,7 +4,8 @@
     minillava chat hf-llava/ --image photo.jpg --temperature 0.7 --top-p 0.9
     printf 'How many shapes are there?\\n/reset\\n' | minillava chat runs/toy --image scene.png
 
-The model comes from a toy run folder (`minillava toy`: report.json, weights/stage2.safetensors, tokenizer/) or a
+The model comes from a toy run folder (`minillava toy`: report.json, weights/stage2.safetensors, tokenizer/), the
+notebooks' course run (notebooks/results/course-run), or a
 transformers-format Llava folder (`export_hf_llava`'s, or a downloaded llava-hf checkpoint: config.json, weights,
 tokenizer files). The chat template is the run's (a toy run records it in report.json); a transformers folder gets
 v1, LLaVA-1.5's (`--template` chooses another). The image goes into the first question, as in the paper's data;
@@ -54,6 +55,8 @@ def load_chat_model(path: str | Path, template: str | None = None) -> ChatModel:
     if not path.is_dir():
         raise ChatError(f"{path} is a file; give a toy run folder or a transformers Llava folder")
     try:
+        if (path / "provenance.json").is_file():  # the notebooks' course run (minillava/course.py)
+            return _load_course_run(path, template)
         if (path / "report.json").is_file() or (path / "weights").is_dir():
             return _load_toy_run(path, template)
         if (path / "config.json").is_file():
@@ -77,6 +80,16 @@ def _load_toy_run(path: Path, template: str | None) -> ChatModel:
     model, tokenizer = load_stage2_model(path)
     name = template or json.loads((path / "report.json").read_text())["config"].get("template", "v0")
     return ChatModel(model, tokenizer, template_named(name), f"toy run {path} (template {name})")
+
+
+def _load_course_run(path: Path, template: str | None) -> ChatModel:
+    import json
+
+    from .course import load_course_model
+
+    model, tokenizer = load_course_model(path, "stage2")
+    name = template or json.loads((path / "report.json").read_text())["config"].get("template", "v0")
+    return ChatModel(model, tokenizer, template_named(name), f"course run {path} (template {name})")
 
 
 def _load_hf_folder(path: Path, template: str | None) -> ChatModel:

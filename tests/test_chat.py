@@ -193,3 +193,17 @@ def test_demo_page_builds(toy_run):
 
     page = build_demo(load_chat_model(toy_run), SamplingConfig(max_new_tokens=4))
     assert type(page).__name__ == "Blocks"
+
+
+def test_chat_on_the_notebooks_course_run(tmp_path):
+    """The course notebooks' trained model (notebooks/results/course-run) is a chat folder too."""
+    from minillava.course import running_example
+
+    course = ROOT / "notebooks" / "results" / "course-run"
+    example = running_example()
+    example.image.save(tmp_path / "scene.png")
+    proc = run_chat([str(course), "--image", str(tmp_path / "scene.png"), "--max-new-tokens", "12"],
+                    example.question + " Answer with a single word or phrase.\n")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "course run" in proc.stdout and "template v0" in proc.stdout
+    assert answers(proc.stdout) == [example.answer]
