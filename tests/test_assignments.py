@@ -52,8 +52,8 @@ MISTAKES = [
     Mistake("mask_off_by_one", "a2_forward_pass", "label_mask", "keep[:, :-1] = labels[:, 1:] != IGNORE_INDEX",
             "keep = labels != IGNORE_INDEX", "alg2_line10_mask", "Algorithm 2, line 10 (off by one)"),
     Mistake("no_warmup", "a3_training", "lr_at",
-            "    if j < warmup:\n        return peak_lr * (j + 1) / warmup  # linear warmup: eta / omega, 2 eta / "
-            "omega, ..., eta\n", "", "alg3_line4_schedule", "(never warms up)"),
+            "    if j < warmup:\n        return peak_lr * (j + 1) / warmup  # linear warmup: eta_k / J_warm, "
+            "2 eta_k / J_warm, ..., eta_k\n", "", "alg3_line4_schedule", "(never warms up)"),
     Mistake("cache_not_used", "a4_inference", "generate",
             'logits = model(next_ids[:, None], attention_mask=mask, cache=cache)["logits"][:, -1]',
             'input_ids = torch.cat([input_ids, next_ids[:, None]], dim=1)\n'
