@@ -317,6 +317,12 @@ def summarise(acfg: AblateConfig, root: Path, toy_reports: dict) -> dict:
         sqa[v] = {"accuracy": mean_std([100 * r["accuracy"] for r in results]),
                   "per_category": {c: mean_std([100 * r["per_category"][c]["accuracy"] for r in results])
                                    for c in results[0]["per_category"]}}
+    # what guessing scores: the mean of 1 / (number of choices) over the test problems, overall and per category
+    problems = _eval_items(root, "sqa_test")
+    guess = {c: 100 * sum(1 / len(p["choices"]) for p in group) / len(group)
+             for c, group in _by_category(problems).items()}
+    sqa_chance = {"accuracy": 100 * sum(1 / len(p["choices"]) for p in problems) / len(problems),
+                  "per_category": guess}
     pope = {}
     for setting in POPE_SETTINGS:
         results = [_result(root, s, "data", "full")["pope"][setting] for s in seeds]
@@ -328,10 +334,18 @@ def summarise(acfg: AblateConfig, root: Path, toy_reports: dict) -> dict:
     # the first seed's full model, answer by answer: a judge can be re-run on them without any training
     sample = {"seed": seeds[0], "variant": "full",
               "reviews": _result(root, seeds[0], "data", "full")["llava_bench"]["reviews"]}
-    return {"seeds": seeds, "paper": PAPER, "data": data, "scienceqa": sqa, "pope": pope, "toy_exact_match": toy,
+    return {"seeds": seeds, "paper": PAPER, "data": data, "scienceqa": sqa, "scienceqa_chance": sqa_chance,
+            "pope": pope, "toy_exact_match": toy,
             "bench_reviews": sample,
             "toy_text_only": text_only, "toy_seconds": {s: toy_reports[s]["seconds"] for s in seeds},
             "config": asdict(acfg)}
+
+
+def _by_category(problems: list[dict]) -> dict[str, list[dict]]:
+    groups: dict[str, list[dict]] = {}
+    for p in problems:
+        groups.setdefault(p["category"], []).append(p)
+    return groups
 
 
 def _pm(ms: dict, digits: int = 1) -> str:
@@ -368,10 +382,13 @@ def format_tables(table: dict) -> str:
         mark = "" if v == best else direction(r["accuracy"], sqa[best]["accuracy"], paper[v] - paper[best])
         pd = "" if v == best else f"{paper[v] - paper[best]:+.2f}"
         lines.append(f"| {v} | {_pm(r['accuracy'])} | {paper[v]} | {pd} | {mark} |")
+    chance = table.get("scienceqa_chance")
+    if chance:
+        lines.append(f"| chance (a random choice) | {chance['accuracy']:.1f} | | | |")
     lines += ["", "Accuracy by question category (reasoning first):", "",
-              "| category | accuracy |", "|---|---|"]
+              "| category | accuracy | chance |", "|---|---|---|"]
     for c, ms in sqa[best]["per_category"].items():
-        lines.append(f"| {c} | {_pm(ms)} |")
+        lines.append(f"| {c} | {_pm(ms)} | {chance['per_category'][c]:.1f} |" if chance else f"| {c} | {_pm(ms)} | |")
     lines += ["", "## POPE (the full model)", "", "| negatives | accuracy | precision | recall | F1 | yes-ratio |",
               "|---|---|---|---|---|---|"]
     for setting, r in table["pope"].items():
