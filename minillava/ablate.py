@@ -402,7 +402,8 @@ def format_tables(table: dict) -> str:
     lines += ["", "\"toy\" marks whether the toy world moves the paper's way: \"reproduced\" (same sign, change larger "
               "than the seeds' std), \"opposite\", or \"within noise\".", ""]
     if "seconds" in table:
-        lines += [f"Wall time: {table['seconds']:.0f} s.", ""]
+        note = f" ({table['seconds_note']})" if table.get("seconds_note") else ""
+        lines += [f"Wall time: {table['seconds']:.0f} s{note}.", ""]
     return "\n".join(lines)
 
 
