@@ -109,3 +109,38 @@ def test_eval_questions(scenes):
         yes += next(q for q in qs if q.kind == "yesno").answer == "yes"
     assert 0.4 < yes / len(scenes) < 0.6
 
+
+
+# -- one-attribute existence questions (opt-in VQA kinds) ----------------------
+
+
+def test_existence_questions_are_true_to_the_scene_and_balanced(scenes):
+    from minillava.data.questions import EXISTENCE_KINDS
+
+    builder = QuestionBuilder()
+    for scene in scenes[:100]:
+        qs = builder.existence(symbolic_context(scene), random.Random(scene.id))
+        shapes, colours = {o.shape for o in scene.objects}, {o.colour for o in scene.objects}
+        for q in qs:
+            assert q.kind in EXISTENCE_KINDS
+            value = re.match(r"Is there an? (\w+)", q.question).group(1)
+            present = value in (shapes if q.kind == "has_shape" else colours)
+            assert q.answer == ("yes" if present else "no"), (scene.id, q)
+        for kind, present, n_values in (("has_shape", shapes, 3), ("has_colour", colours, 4)):
+            answers = Counter(q.answer for q in qs if q.kind == kind)
+            assert answers["yes"] == len(present)
+            assert answers["no"] == min(len(present), n_values - len(present))  # as many as absent values allow
+
+
+def test_vqa_records_draw_existence_questions_only_when_asked(scenes):
+    from minillava.data.questions import EXISTENCE_KINDS
+    from minillava.data.toy_data import ToyDataConfig
+
+    builder = QuestionBuilder()
+    context = symbolic_context(scenes[0])
+    default = builder.short_answers(context, random.Random(0), 50)
+    assert not any(q.startswith("Is there a") and " object " in q for q, _ in default)
+    both = builder.short_answers(context, random.Random(0), 50, EVAL_KINDS + EXISTENCE_KINDS)
+    assert len(both) > len(default)
+    with pytest.raises(ValueError, match="vqa_kinds.*'has_size'"):
+        ToyDataConfig(vqa_kinds=("count", "has_size"))

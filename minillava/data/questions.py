@@ -21,13 +21,14 @@ from __future__ import annotations
 import math
 import random
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from minillava.constants import SHORT_ANSWER, Turns
 from minillava.data.context import join_words, parse_box_line
 from minillava.data.world import COLOURS, SHAPE_PLURALS, SHAPES, SIZE_THRESHOLD, position_phrase, row_names
 
-__all__ = ["ATTRIBUTE_KINDS", "EVAL_KINDS", "PHRASINGS", "PLACE_KINDS", "QUESTION_KINDS", "ContextObject", "Question",
+__all__ = ["ATTRIBUTE_KINDS", "EVAL_KINDS", "EXISTENCE_KINDS", "PHRASINGS", "PLACE_KINDS", "QUESTION_KINDS", "ContextObject", "Question",
            "QuestionBuilder", "how_many", "objects_phrase", "parse_context", "the_objects", "there_are"]
 
 # The kinds the held-out evaluation asks; their phrasings, answers and share of conversation turns are kept
@@ -37,6 +38,12 @@ EVAL_KINDS = ("count", "colour", "yesno", "relation")
 ATTRIBUTE_KINDS = ("shape", "size", "count_colour", "count_shape", "larger")
 PLACE_KINDS = ("position", "extreme", "row", "side", "above", "higher")
 QUESTION_KINDS = EVAL_KINDS + ATTRIBUTE_KINDS + PLACE_KINDS
+# One-attribute existence questions ("Is there a triangle?", "Is there a red object?"): not in the default data;
+# `ToyDataConfig.vqa_kinds` can add them to the short-answer VQA records (docs/experiments.md, 2026-12-03: they
+# are stepping stones to the colour-and-shape yes/no question, which alone sits on a saddle).
+EXISTENCE_KINDS = ("has_shape", "has_colour")
+EXISTENCE_PHRASINGS = {"has_shape": "Is there a {shape} in the image?",
+                       "has_colour": "Is there a {colour} object in the image?"}
 
 # A few phrasings per kind, shared by every generator: a tiny model can learn
 # this small set. The first phrasing of each kind is the one used for eval.
@@ -328,7 +335,23 @@ class QuestionBuilder:
             out.append(self._relation(*rng.choice(pairs), 0))
         return out
 
-    def short_answers(self, context: str, rng: random.Random, k: int) -> Turns:
+    def existence(self, context: str, rng: random.Random) -> list[Question]:
+        """One-attribute existence questions (EXISTENCE_KINDS), balanced: a "yes" for every shape and colour the
+        scene has, and as many "no" about absent ones as there are (fewer when few are absent)."""
+        objs = self.parse(context)
+        out = []
+        for kind, attr, values in (("has_shape", "shape", SHAPES), ("has_colour", "colour", COLOURS)):
+            present = sorted({getattr(o, attr) for o in objs})
+            absent = [v for v in values if v not in present]
+            no = rng.sample(absent, min(len(present), len(absent)))
+            for v, answer in [(v, "yes") for v in present] + [(v, "no") for v in no]:
+                there = f"a {v}" if attr == "shape" else f"a {v} object"
+                sentence = f"Yes, there is {there} in the image." if answer == "yes" else \
+                    f"No, there is no {there} in the image."
+                out.append(Question(kind, EXISTENCE_PHRASINGS[kind].format(**{attr: v}), answer, sentence))
+        return out
+
+    def short_answers(self, context: str, rng: random.Random, k: int, kinds: Sequence[str] = EVAL_KINDS) -> Turns:
         """LLaVA-1.5's academic-task VQA data in miniature: up to `k` distinct questions about the image, of the
         kinds a short-answer benchmark asks here (EVAL_KINDS), in random order and phrasing, each with the
         SHORT_ANSWER suffix and the exact short answer.
@@ -339,6 +362,8 @@ class QuestionBuilder:
         """
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
-        pool = [q for q in self.questions(context, rng) if q.kind in EVAL_KINDS]
+        pool = [q for q in self.questions(context, rng) if q.kind in kinds]
+        if set(kinds) & set(EXISTENCE_KINDS):  # drawn only when asked for, so the default records stay the same
+            pool += [q for q in self.existence(context, rng) if q.kind in kinds]
         rng.shuffle(pool)
         return [(f"{q.question}\n{SHORT_ANSWER}", q.answer) for q in pool[:k]]

@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from collections.abc import Sequence
 from typing import Protocol
 
 from minillava.constants import SHORT_ANSWER, STAGE2_KINDS, Turns
 from minillava.data.context import join_words
 from minillava.data.instructions import DETAIL_INSTRUCTIONS, caption_pair
-from minillava.data.questions import (ATTRIBUTE_KINDS, PLACE_KINDS, Question, QuestionBuilder, how_many,
+from minillava.data.questions import (ATTRIBUTE_KINDS, EVAL_KINDS, PLACE_KINDS, Question, QuestionBuilder, how_many,
                                       objects_phrase, the_objects, there_are)
 from minillava.data.world import COLOURS, NUMBER_WORDS, SHAPE_PLURALS, SHAPES
 
@@ -79,9 +80,10 @@ class ToyTeacher:
         """One question per evaluated kind (skipping unsupported ones), first phrasing."""
         return self.builder.eval_questions(context, rng)
 
-    def short_answers(self, context: str, rng: random.Random, k: int) -> Turns:
-        """Up to `k` distinct evaluated-kind questions with the SHORT_ANSWER suffix: a LLaVA-1.5-style VQA record."""
-        return self.builder.short_answers(context, rng, k)
+    def short_answers(self, context: str, rng: random.Random, k: int, kinds: Sequence[str] = EVAL_KINDS) -> Turns:
+        """Up to `k` distinct questions of `kinds` (by default the evaluated ones) with the SHORT_ANSWER suffix: a
+        LLaVA-1.5-style VQA record."""
+        return self.builder.short_answers(context, rng, k, kinds)
 
     # -- the paper's three response types, plus stage-1 captions -------------
 

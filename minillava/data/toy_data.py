@@ -24,6 +24,7 @@ from minillava.constants import PAPER_MIX, STAGE2_KINDS, check_mix
 from minillava.data.context import caption_lines
 from minillava.data.instructions import caption_pair
 from minillava.data.pipeline import generate_dataset, make_record, record_rng
+from minillava.data.questions import EVAL_KINDS, EXISTENCE_KINDS, QUESTION_KINDS
 from minillava.data.sources import toy_source
 from minillava.data.teacher import ToyTeacher
 from minillava.data.validate import write_json
@@ -42,6 +43,9 @@ class ToyDataConfig:
     # its instruction record). 0: the paper's v1 stage 2, instruction data only
     # (docs/experiments.md, "Short-answer VQA data")
     vqa_questions: int = 0
+    # The question kinds a VQA record draws from: the evaluated ones, and optionally EXISTENCE_KINDS
+    # (one-attribute "Is there a triangle?" questions; docs/experiments.md, 2026-12-03)
+    vqa_kinds: tuple[str, ...] = EVAL_KINDS
     # Share of lm.json that is caption pairs; the rest follows `mix`. Captions are
     # there so the language model has seen stage-1 text before stage 1.
     lm_caption_share: float = 0.25
@@ -51,15 +55,20 @@ class ToyDataConfig:
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         check_mix(self.mix)
+        self.vqa_kinds = tuple(self.vqa_kinds)  # YAML and JSON give lists
+        unknown = [k for k in self.vqa_kinds if k not in QUESTION_KINDS + EXISTENCE_KINDS]
+        if unknown or not self.vqa_kinds:
+            raise ValueError(f"vqa_kinds: {unknown or 'empty'}; choose from {QUESTION_KINDS + EXISTENCE_KINDS}")
         if not 0 <= self.lm_caption_share <= 1:
             raise ValueError(f"lm_caption_share must be in [0, 1], got {self.lm_caption_share}")
 
 
-def vqa_record(teacher: ToyTeacher, scene_id: str, image: str, context: str, k: int, seed: int) -> dict:
-    """A LLaVA-1.5-style short-answer VQA record of up to `k` questions about one image (see
+def vqa_record(teacher: ToyTeacher, scene_id: str, image: str, context: str, k: int, seed: int,
+               kinds: tuple[str, ...] = EVAL_KINDS) -> dict:
+    """A LLaVA-1.5-style short-answer VQA record of up to `k` questions of `kinds` about one image (see
     ``ToyTeacher.short_answers``)."""
     rng = record_rng("vqa", seed, scene_id)
-    return make_record(f"{scene_id}-vqa", "vqa", teacher.short_answers(context, rng, k), image)
+    return make_record(f"{scene_id}-vqa", "vqa", teacher.short_answers(context, rng, k, kinds), image)
 
 
 def scene_description(context: str) -> str:
@@ -114,7 +123,8 @@ def generate_toy_data(out_dir: Path, cfg: ToyDataConfig, progress: bool = False)
         stage2 = []
         for record, im in zip(json.loads(paths["stage2"].read_text()), source.images, strict=True):
             assert record["image"] == im.image, (record["id"], im.image)  # the pipeline writes in image order
-            stage2 += [record, vqa_record(teacher, im.id, im.image, im.context, cfg.vqa_questions, cfg.seed)]
+            stage2 += [record, vqa_record(teacher, im.id, im.image, im.context, cfg.vqa_questions, cfg.seed,
+                                         cfg.vqa_kinds)]
         write_json(paths["stage2"], stage2)
 
     eval_items = []
