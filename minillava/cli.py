@@ -144,6 +144,10 @@ def toy_main(argv: list[str]) -> None:
                         help="questions per short-answer VQA record: stage 2 trains on one such record per image "
                              "besides its instruction record, as LLaVA-1.5 mixed VQAv2 into its instruction data "
                              "(default: the preset's, 8; 0: the paper's instruction data only)")
+    parser.add_argument("--existence-questions", action="store_true",
+                        help="VQA records also ask one-attribute existence questions ('Is there a triangle in the "
+                             "image?', 'Is there a red object in the image?'): stepping stones to the colour-and-shape "
+                             "yes/no question (docs/experiments.md, 2026-12-03)")
     parser.add_argument("--template", choices=sorted(TEMPLATES), default=None,
                         help="chat template of the tokenizer, the language model, stage 1, stage 2 and evaluation "
                              "(default: the preset's)")
@@ -158,8 +162,17 @@ def toy_main(argv: list[str]) -> None:
     preset = "quick" if args.quick else "default"
     out = Path(args.out or ("runs/toy-quick" if args.quick else "runs/toy"))
     options = {}
+    data = TOY_PRESETS[preset].data
     if args.vqa is not None:
-        options["data"] = replace(TOY_PRESETS[preset].data, vqa_questions=args.vqa)
+        data = replace(data, vqa_questions=args.vqa)
+    if args.existence_questions:
+        from .data.questions import EVAL_KINDS, EXISTENCE_KINDS
+
+        if data.vqa_questions == 0:
+            parser.error("--existence-questions needs VQA records (--vqa K with K > 0)")
+        data = replace(data, vqa_kinds=EVAL_KINDS + EXISTENCE_KINDS)
+    if data != TOY_PRESETS[preset].data:
+        options["data"] = data
     if args.projector:
         options["projector"] = args.projector
     if args.template:

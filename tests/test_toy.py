@@ -168,6 +168,13 @@ def test_cli_toy_options_reach_the_run_config(monkeypatch):
         toy_main(["--template", "v9"])
     with pytest.raises(SystemExit):
         toy_main(["--vqa", "-1"])
+    seen.clear()
+    with pytest.raises(KeyboardInterrupt):
+        toy_main(["--existence-questions"])
+    assert seen["data"].vqa_kinds == ("count", "colour", "yesno", "relation", "has_shape", "has_colour")
+    assert seen["data"].vqa_questions == toy.TOY_PRESETS["default"].data.vqa_questions
+    with pytest.raises(SystemExit):
+        toy_main(["--existence-questions", "--vqa", "0"])  # no VQA records to put them in
 
 
 def test_run_model_overrides_rebuild_the_run_model(tiny_run, tiny_config, tmp_path):
