@@ -10,6 +10,8 @@ a colour lookup and a fixed question are learnt quickly.
     python benchmarks/single_skill.py runs/toy --kind colour                 # 0.7 -> 0.9 in 1000 steps
     python benchmarks/single_skill.py runs/toy --kind fixed                  # "Is there a red circle ...?"
     python benchmarks/single_skill.py runs/toy --kind yesno --prompt short   # no system message, no suffix
+    python benchmarks/single_skill.py runs/toy --kind has_shape --prompt short     # "Is there a triangle ...?"
+    python benchmarks/single_skill.py runs/toy --kind stepping --prompt short      # has_shape, has_colour, yesno
 
 Prints one JSON line per evaluation: step, mean training loss of the last 50 steps, held-out exact match, and the
 score of always giving the most common answer.
@@ -30,6 +32,7 @@ import torch
 from minillava.constants import SHORT_ANSWER
 from minillava.conversation import TEMPLATES
 from minillava.data.dataset import LlavaDataModule
+from minillava.data.questions import EXISTENCE_KINDS
 from minillava.data.teacher import ToyTeacher
 from minillava.evaluate import chance_accuracy, evaluate_exact_match
 from minillava.constants import IMAGE_TOKEN
@@ -44,6 +47,13 @@ def questions(kind: str, context: str, rng: random.Random, teacher: ToyTeacher) 
     """(question, short answer) pairs of one kind that the scene's context supports."""
     if kind == "fixed":
         return [(FIXED, "yes" if "red circle: [" in context else "no")]
+    if kind == "stepping":  # one record in three of each: has_shape, has_colour, yesno (evaluated on yesno alone)
+        kind = rng.choice(("has_shape", "has_colour", "yesno"))
+    if kind in EXISTENCE_KINDS:  # one-attribute existence questions, balanced per record
+        pairs = [(q.question, q.answer) for q in teacher.builder.existence(context, rng) if q.kind == kind]
+        yes = [p for p in pairs if p[1] == "yes"]
+        no = [p for p in pairs if p[1] == "no"]
+        return rng.choice([yes, no]) if no else yes  # a yes or a no question with equal odds, where a no exists
     return [(q.question, q.answer) for q in teacher.questions(context, rng) if q.kind == kind]
 
 
@@ -71,7 +81,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("run", type=Path, help="a finished `minillava toy` run folder (data, tokenizer, weights)")
     ap.add_argument("--kind", default="yesno", help="a teacher question kind (yesno, colour, count, relation, "
-                    "shape, ...) or 'fixed' (one yes/no question asked of every image)")
+                    "shape, ...), has_shape / has_colour (one-attribute existence), 'fixed' (one yes/no question "
+                    "asked of every image) or 'stepping' (has_shape, has_colour and yesno records in equal shares, "
+                    "evaluated on yesno)")
     ap.add_argument("--prompt", choices=("v0", "short"), default="v0",
                     help="v0: the toy run's prompt; short: no system message and no short-answer suffix")
     ap.add_argument("--steps", type=int, default=600)
@@ -91,7 +103,7 @@ def main() -> None:
         template, suffix = "v0-no-system", ""
         TEMPLATES[template] = replace(TEMPLATES["v0"], name=template, system="")
     train = build_records(a.run, a.kind, "train", suffix, a.seed)
-    held_out = build_records(a.run, a.kind, "eval", suffix, a.seed)
+    held_out = build_records(a.run, "yesno" if a.kind == "stepping" else a.kind, "eval", suffix, a.seed)
 
     weights = a.run / "weights"
     module = LlavaModule(
