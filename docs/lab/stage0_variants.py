@@ -1,0 +1,150 @@
+"""Lab script behind docs/experiments.md, "2026-12-03 (later): What holds yes/no at chance" (not part of the
+package, not tested: a record of how those rows were made, kept so they can be re-run).
+
+One toy variant on a finished default run's data, tokenizer and stage-0 CLIP (BASE, by default
+runs/ablate/seed-S/toy), at training seed S, on one thread; prints one JSON line per evaluation:
+
+    python docs/lab/stage0_variants.py OUT --seed 1 --set llm.n_heads=8                 # part 1
+    python docs/lab/stage0_variants.py OUT --seed 1 --reuse-llm --lr 2e-3               # part 2
+    python docs/lab/stage0_variants.py OUT --seed 1 --reuse-llm --tvqa-steps 1000 --tvqa-kinds yesno --only-tvqa
+    python docs/lab/stage0_variants.py OUT --seed 1 --fresh-llm --tvqa-steps 1000 --tvqa-kinds yesno --only-tvqa
+    python docs/lab/stage0_variants.py OUT --seed 1 --fresh-llm                         # part 4
+    python docs/lab/stage0_variants.py OUT --seed 1 --lm-steps 125 --stop-after-stage1  # part 6, then single_skill.py OUT
+    python docs/lab/stage0_variants.py OUT --seed 1 --lm-drop-kinds conv                # part 8
+    python docs/lab/stage0_variants.py OUT --seed 2 --base runs/exist-s2 --lm-drop-kinds conv
+
+(single_skill.py needs a report.json in OUT: copy BASE's.)
+"""
+import argparse, json, os, shutil, sys, time
+from pathlib import Path
+import torch
+torch.set_num_threads(1)
+import lightning as L
+from minillava.toy import ToyConfig, ToyRun, StageConfig, quiet_lightning
+from minillava.evaluate import evaluate_exact_match
+
+p = argparse.ArgumentParser()
+p.add_argument("out"); p.add_argument("--seed", type=int, default=1)
+p.add_argument("--base", default=None)
+p.add_argument("--set", nargs="*", default=[])  # model overrides k=v (int/float parsed)
+p.add_argument("--steps", type=int, default=2600); p.add_argument("--batch", type=int, default=8)
+p.add_argument("--lr", type=float, default=1e-3); p.add_argument("--lm-steps", type=int, default=250)
+p.add_argument("--lm-lr", type=float, default=3e-3)
+p.add_argument("--every", type=int, default=400); p.add_argument("--reuse-llm", action="store_true")
+p.add_argument("--template", default="v0")
+p.add_argument("--tvqa-steps", type=int, default=0); p.add_argument("--tvqa-batch", type=int, default=64)
+p.add_argument("--tvqa-desc", default="short"); p.add_argument("--tvqa-template", default="v0_no_system")
+p.add_argument("--tvqa-suffix", action="store_true"); p.add_argument("--tvqa-per-scene", type=int, default=3)
+p.add_argument("--tvqa-mix-lm", action="store_true"); p.add_argument("--tvqa-supervise", default="answers"); p.add_argument("--stop-after-stage1", action="store_true"); p.add_argument("--lm-drop-kinds", default=""); p.add_argument("--fresh-llm", action="store_true"); p.add_argument("--only-tvqa", action="store_true"); p.add_argument("--tvqa-lr", type=float, default=3e-3); p.add_argument("--tvqa-kinds", default="count,colour,yesno,relation")
+a = p.parse_args()
+base = Path(a.base or f"runs/ablate/seed-{a.seed}/toy").resolve()
+out = Path(a.out); (out / "weights").mkdir(parents=True, exist_ok=True)
+if not (out / "tokenizer").exists(): (out / "tokenizer").symlink_to(base / "tokenizer", target_is_directory=True)
+if not (out / "data").exists():
+    if a.lm_drop_kinds:
+        (out / "data").mkdir()
+        for e in (base / "data").iterdir():
+            if e.name != "lm.json": (out / "data" / e.name).symlink_to(e.resolve(), target_is_directory=e.is_dir())
+        drop = set(a.lm_drop_kinds.split(","))
+        lm = [r for r in json.loads((base / "data/lm.json").read_text()) if r.get("kind") not in drop]
+        (out / "data/lm.json").write_text(json.dumps(lm))
+    else:
+        (out / "data").symlink_to(base / "data", target_is_directory=True)
+shutil.copy(base / "weights/vision.safetensors", out / "weights/vision.safetensors")
+if a.reuse_llm: shutil.copy(base / "weights/llm.safetensors", out / "weights/llm.safetensors")
+def val(v):
+    for t in (int, float):
+        try: return t(v)
+        except ValueError: pass
+    return {"true": True, "false": False}.get(v, v)
+ov = {k: val(v) for k, v in (s.split("=", 1) for s in a.set)}
+cfg = ToyConfig(seed=a.seed, workers=1, ablate_stage1=False, model_overrides=ov, template=a.template,
+                lm=StageConfig(a.lm_steps, 32, a.lm_lr, 0.05), stage2=StageConfig(a.steps, a.batch, a.lr))
+run = ToyRun(cfg, out, progress=False); run.use_existing()
+t0 = time.perf_counter()
+def log(**kw): print(json.dumps({"t": round(time.perf_counter() - t0), **kw}), flush=True)
+if not a.reuse_llm and not a.fresh_llm:
+    to = run.stage0_lm(); log(stage="lm", text_only=to["accuracy"])
+if a.tvqa_steps:
+    import random
+    from minillava.data.teacher import ToyTeacher
+    from minillava.data.toy_data import caption_lines
+    from minillava.data.validate import write_json
+    from minillava.constants import SHORT_ANSWER
+    from minillava.training import LanguageModule
+    from minillava.checkpoints import load_weights
+    from minillava.toy import stage_trainer
+    from minillava.training import LossHistory
+    teacher, rng = ToyTeacher(), random.Random(1234)
+    kinds = a.tvqa_kinds.split(",")
+    contexts = json.loads(run.files["contexts"].read_text())
+    recs = []
+    for scene, ctx in contexts.items():
+        if not scene.startswith("train"): continue
+        lines = caption_lines(ctx)
+        desc = "\n".join(lines) if a.tvqa_desc == "full" else next((l for l in lines if l.startswith("Left to right")), lines[0])
+        pool = [q for q in teacher.questions(ctx, rng) if q.kind in kinds]
+        if "has_shape" in kinds or "has_colour" in kinds:
+            pool += [q for q in teacher.builder.existence(ctx, rng) if q.kind in kinds]
+        rng.shuffle(pool)
+        for j, q in enumerate(pool[:a.tvqa_per_scene]):
+            qq = q.question + (f"\n{SHORT_ANSWER}" if a.tvqa_suffix else "")
+            recs.append({"id": f"{scene}-t{j}", "conversations": [{"from": "human", "value": f"{desc}\n\n{qq}"}, {"from": "gpt", "value": q.answer}]})
+    if a.tvqa_mix_lm:
+        from minillava.data.validate import load_llava_json
+        recs = recs + list(load_llava_json(run.files["lm"])); rng.shuffle(recs)
+    write_json(out / "tvqa.json", recs)
+    c = StageConfig(a.tvqa_steps, a.tvqa_batch, a.tvqa_lr, 0.05)
+    L.seed_everything(a.seed, verbose=False)
+    mod = LanguageModule(llm=run.model_cfg.llm, lr=c.lr, warmup_ratio=c.warmup_ratio, save_to=str(out / "weights/llm.safetensors"))
+    if not a.fresh_llm: load_weights(mod.llm, out / "weights/llm.safetensors", "llama")
+    saved = run.cfg.template; run.cfg.template = a.tvqa_template
+    dm = run._llava_data(out / "tvqa.json", c, supervise=a.tvqa_supervise); run.cfg.template = saved
+    quiet_lightning(); h = LossHistory(); t1 = time.perf_counter()
+    from minillava.model import Llava as _Llava
+    _its = json.loads(run.files["eval"].read_text())
+    def _sd(ctx):
+        lines = caption_lines(ctx)
+        return "\n".join(lines) if a.tvqa_desc == "full" else next((l for l in lines if l.startswith("Left to right")), lines[0])
+    _descs = [_sd(contexts[Path(i["image"]).stem]) for i in _its]
+    class TEvery(L.Callback):
+        def on_train_batch_end(self, trainer, module, outputs, batch, i):
+            s = trainer.global_step
+            if s % a.every == 0 and s < c.steps:
+                m2 = _Llava(run.model_cfg); m2.llm.load_state_dict(module.llm.state_dict()); m2.eval()
+                r = evaluate_exact_match(m2, run.tokenizer, _its, run.data_dir / "images", a.tvqa_template, suffix=SHORT_ANSWER if a.tvqa_suffix else "", descriptions=_descs)
+                log(tstep=s, loss=round(sum(h.losses[-50:]) / 50, 4), acc={k: round(v, 3) for k, v in r["accuracy"].items()})
+    tr = stage_trainer(c.steps, False, h); tr.callbacks.append(TEvery()); tr.fit(mod, datamodule=dm)
+    to = run.evaluate_text_only(mod.llm)
+    from minillava.model import Llava
+    mdl = Llava(run.model_cfg); mdl.llm.load_state_dict(mod.llm.state_dict())
+    its = json.loads(run.files["eval"].read_text())
+    def sd(ctx):
+        lines = caption_lines(ctx)
+        return "\n".join(lines) if a.tvqa_desc == "full" else next((l for l in lines if l.startswith("Left to right")), lines[0])
+    own = evaluate_exact_match(mdl, run.tokenizer, its, run.data_dir / "images", a.tvqa_template, suffix=SHORT_ANSWER if a.tvqa_suffix else "", descriptions=[sd(contexts[Path(i["image"]).stem]) for i in its])
+    log(stage="tvqa-own-format", acc={k: round(v, 3) for k, v in own["accuracy"].items()})
+    log(stage="tvqa", n=len(recs), secs=round(time.perf_counter() - t1), loss=sum(h.losses[-20:]) / 20, text_only={k: round(v, 3) for k, v in to["accuracy"].items()})
+if a.only_tvqa: sys.exit(0)
+if a.fresh_llm and not a.tvqa_steps:
+    from minillava.llama import Llama
+    from minillava.checkpoints import save_weights
+    L.seed_everything(a.seed, verbose=False); save_weights(Llama(run.model_cfg.llm), out / "weights/llm.safetensors")
+run.stage1(); log(stage="stage1")
+if a.stop_after_stage1: sys.exit(0)
+items = json.loads(run.files["eval"].read_text())
+class Every(L.Callback):
+    def on_train_batch_end(self, trainer, module, outputs, batch, i):
+        s = trainer.global_step
+        if s % a.every == 0 and s < a.steps:
+            module.model.eval()
+            r = evaluate_exact_match(module.model, run.tokenizer, items, run.data_dir / "images", cfg.template)
+            module.model.train(); log(step=s, acc={k: round(v, 3) for k, v in r["accuracy"].items()})
+import minillava.toy as toy
+orig = toy.stage_trainer
+def st(steps, progress, history):
+    tr = orig(steps, progress, history); tr.callbacks.append(Every()); return tr
+toy.stage_trainer = st
+m = run.stage2(True)
+r = run.evaluate(m, "stage2")
+log(step=a.steps, final=True, acc={k: round(v, 3) for k, v in r["accuracy"].items()}, seconds=run.seconds, cfg=vars(a))
