@@ -12,6 +12,7 @@ runs/ablate/seed-S/toy), at training seed S, on one thread; prints one JSON line
     python docs/lab/stage0_variants.py OUT --seed 1 --lm-steps 125 --stop-after-stage1  # part 6, then single_skill.py OUT
     python docs/lab/stage0_variants.py OUT --seed 1 --lm-drop-kinds conv                # part 8
     python docs/lab/stage0_variants.py OUT --seed 2 --base runs/exist-s2 --lm-drop-kinds conv
+    python docs/lab/stage0_variants.py OUT --seed 2 --lm-drop-kinds conv --steps 3600                 # part 9
 
 (single_skill.py needs a report.json in OUT: copy BASE's.)
 """
