@@ -17,6 +17,9 @@
 
 The recipe (haotian-liu/LLaVA scripts/v1_5/finetune_task.sh and finetune_task_lora.sh) is in the packaged configs
 `paper/llava-1.5-{7b,13b}-task[-lora]`; docs/custom_data.md walks through it.
+
+One module (~460 lines) on purpose: the four pieces all read the same released-folder description
+(`read_released`), and the LoRA mechanics themselves already live in `minillava.lora`.
 """
 
 from __future__ import annotations
