@@ -70,6 +70,9 @@ if a.tvqa_steps:
     import random
     from minillava.data.teacher import ToyTeacher
     from minillava.data.toy_data import caption_lines
+    def describe(ctx):  # the scene as the text phase shows it: all captions, or the "Left to right" line
+        lines = caption_lines(ctx)
+        return "\n".join(lines) if a.tvqa_desc == "full" else next((l for l in lines if l.startswith("Left to right")), lines[0])
     from minillava.data.validate import write_json
     from minillava.constants import SHORT_ANSWER
     from minillava.training import LanguageModule
@@ -82,8 +85,7 @@ if a.tvqa_steps:
     recs = []
     for scene, ctx in contexts.items():
         if not scene.startswith("train"): continue
-        lines = caption_lines(ctx)
-        desc = "\n".join(lines) if a.tvqa_desc == "full" else next((l for l in lines if l.startswith("Left to right")), lines[0])
+        desc = describe(ctx)
         pool = [q for q in teacher.questions(ctx, rng) if q.kind in kinds]
         if "has_shape" in kinds or "has_colour" in kinds:
             pool += [q for q in teacher.builder.existence(ctx, rng) if q.kind in kinds]
@@ -104,10 +106,7 @@ if a.tvqa_steps:
     quiet_lightning(); h = LossHistory(); t1 = time.perf_counter()
     from minillava.model import Llava as _Llava
     _its = json.loads(run.files["eval"].read_text())
-    def _sd(ctx):
-        lines = caption_lines(ctx)
-        return "\n".join(lines) if a.tvqa_desc == "full" else next((l for l in lines if l.startswith("Left to right")), lines[0])
-    _descs = [_sd(contexts[Path(i["image"]).stem]) for i in _its]
+    _descs = [describe(contexts[Path(i["image"]).stem]) for i in _its]
     class TEvery(L.Callback):
         def on_train_batch_end(self, trainer, module, outputs, batch, i):
             s = trainer.global_step
@@ -119,11 +118,8 @@ if a.tvqa_steps:
     to = run.evaluate_text_only(mod.llm)
     from minillava.model import Llava
     mdl = Llava(run.model_cfg); mdl.llm.load_state_dict(mod.llm.state_dict())
-    its = json.loads(run.files["eval"].read_text())
-    def sd(ctx):
-        lines = caption_lines(ctx)
-        return "\n".join(lines) if a.tvqa_desc == "full" else next((l for l in lines if l.startswith("Left to right")), lines[0])
-    own = evaluate_exact_match(mdl, run.tokenizer, its, run.data_dir / "images", a.tvqa_template, suffix=SHORT_ANSWER if a.tvqa_suffix else "", descriptions=[sd(contexts[Path(i["image"]).stem]) for i in its])
+    its = _its  # the same held-out items the text phase was evaluated on
+    own = evaluate_exact_match(mdl, run.tokenizer, its, run.data_dir / "images", a.tvqa_template, suffix=SHORT_ANSWER if a.tvqa_suffix else "", descriptions=_descs)
     log(stage="tvqa-own-format", acc={k: round(v, 3) for k, v in own["accuracy"].items()})
     log(stage="tvqa", n=len(recs), secs=round(time.perf_counter() - t1), loss=sum(h.losses[-20:]) / 20, text_only={k: round(v, 3) for k, v in to["accuracy"].items()})
 if a.only_tvqa: sys.exit(0)
