@@ -129,6 +129,7 @@ def lightning_main(argv: list[str]) -> None:
 
 def toy_main(argv: list[str]) -> None:
     from .conversation import TEMPLATES
+    from .toy import LM_KINDS
 
     parser = argparse.ArgumentParser(prog="minillava toy", description="Train and evaluate a toy LLaVA on a CPU.")
     parser.add_argument("--quick", action="store_true", help="a smoke-test preset (about 2 minutes)")
@@ -151,6 +152,9 @@ def toy_main(argv: list[str]) -> None:
     parser.add_argument("--template", choices=sorted(TEMPLATES), default=None,
                         help="chat template of the tokenizer, the language model, stage 1, stage 2 and evaluation "
                              "(default: the preset's)")
+    parser.add_argument("--lm-kinds", nargs="+", choices=LM_KINDS, default=None, metavar="KIND",
+                        help=f"the lm.json record kinds stage 0 trains the LLM on, of {', '.join(LM_KINDS)} (default: "
+                             f"caption detail complex; add conv for the earlier default's stage 0)")
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error(f"--workers must be at least 1, got {args.workers}")
@@ -177,6 +181,8 @@ def toy_main(argv: list[str]) -> None:
         options["projector"] = args.projector
     if args.template:
         options["template"] = args.template
+    if args.lm_kinds:
+        options["lm_kinds"] = tuple(dict.fromkeys(args.lm_kinds))
     report = run_toy(preset, out=out, progress=not args.quiet, seed=args.seed, ablate_stage1=not args.no_ablation,
                      workers=args.workers, **options)
     print(format_report(report))

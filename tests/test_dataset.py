@@ -308,3 +308,36 @@ def test_ddp_on_two_processes_shards_the_grouped_batches(release, tmp_path):
                                                      world_size=2)
         seen = json.loads((tmp_path / f"rank{rank}.json").read_text())
         assert seen == [[fingerprints[i] for i in batch] for batch in expected]
+
+
+def _kinded(tmp_path: Path) -> Path:
+    """Text-only records with the toy data's "kind" field, in an order the selection must keep."""
+    recs = [{"id": f"r{i}", "kind": kind, "conversations": [{"from": "human", "value": f"Question {i}?"},
+                                                             {"from": "gpt", "value": f"Answer {i}."}]}
+            for i, kind in enumerate(["caption", "conv", "detail", "conv", "complex"])]
+    path = tmp_path / "lm.json"
+    path.write_text(json.dumps(recs))
+    return path
+
+
+def test_kinds_selects_records_in_order(release, tmp_path):
+    path = _kinded(tmp_path)
+    dm = LlavaDataModule(str(path), str(release["tokenizer"]), template="v0", batch_size=2,
+                         kinds=["caption", "detail", "complex"])
+    dm.setup("fit")
+    assert [ex.meta["id"] for ex in dm.train_set.examples] == ["r0", "r2", "r4"]
+    every = LlavaDataModule(str(path), str(release["tokenizer"]), template="v0", batch_size=2)
+    every.setup("fit")
+    assert len(every.train_set) == 5  # no kinds: every record
+
+
+def test_kinds_never_empties_a_data_set_silently(release, tmp_path):
+    path = _kinded(tmp_path)
+    tok = load_tokenizer(release["tokenizer"])
+    with pytest.raises(ValueError, match=r"no record of kinds \['vqa'\].*\['caption', 'complex', 'conv', 'detail'\]"):
+        LlavaDataset(path, None, tok, kinds=["vqa"])
+    with pytest.raises(ValueError, match="non-empty list"):
+        LlavaDataset(path, None, tok, kinds="conv")  # a string is not a list of kinds
+    # the release files have no kinds: selecting by kind names the record that cannot be selected
+    with pytest.raises(ValueError, match=r"record 000000033471 of .*llava_instruct_158k.json has no \"kind\""):
+        LlavaDataset(release["158k"], release["158k images"], tok, kinds=["conv"])

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from minillava.cli import packaged_config, resolve_config_args
-from minillava.toy import TOY_PRESETS
+from minillava.toy import TOY_PRESETS, ToyConfig
 
 CONFIG_DIR = Path(__file__).parents[1] / "minillava" / "configs" / "toy"
 
@@ -54,6 +54,16 @@ def test_packaged_configs_match_the_default_preset(name):
     assert cfg["data"]["init_args"]["batch_size"] == stage.batch_size
     if name.startswith("stage"):
         assert cfg["model"]["init_args"]["overrides"] == {"projector": TOY_PRESETS["default"].projector}
+    if name == "lm":  # stage 0 trains on the same record kinds
+        assert tuple(cfg["data"]["init_args"]["kinds"]) == TOY_PRESETS["default"].lm_kinds
+
+
+def test_lm_kinds_are_checked():
+    assert ToyConfig(lm_kinds=["caption", "conv"]).lm_kinds == ("caption", "conv")  # YAML and JSON give lists
+    with pytest.raises(ValueError, match=r"lm_kinds: \['vqa'\]"):
+        ToyConfig(lm_kinds=("caption", "vqa"))  # VQA records are stage-2 data, not in lm.json
+    with pytest.raises(ValueError, match="lm_kinds: empty"):
+        ToyConfig(lm_kinds=())
 
 
 def test_config_names_resolve_to_packaged_files(tmp_path):
@@ -163,7 +173,7 @@ def test_cli_toy_options_reach_the_run_config(monkeypatch):
     seen.clear()
     with pytest.raises(KeyboardInterrupt):
         toy_main(["--quick"])
-    assert seen["preset"] == "quick" and not {"data", "projector", "template"} & set(seen)
+    assert seen["preset"] == "quick" and not {"data", "projector", "template", "lm_kinds"} & set(seen)
     with pytest.raises(SystemExit):
         toy_main(["--template", "v9"])
     with pytest.raises(SystemExit):
@@ -175,6 +185,12 @@ def test_cli_toy_options_reach_the_run_config(monkeypatch):
     assert seen["data"].vqa_questions == toy.TOY_PRESETS["default"].data.vqa_questions
     with pytest.raises(SystemExit):
         toy_main(["--existence-questions", "--vqa", "0"])  # no VQA records to put them in
+    seen.clear()
+    with pytest.raises(KeyboardInterrupt):
+        toy_main(["--lm-kinds", "caption", "conv", "detail", "complex", "conv"])
+    assert seen["lm_kinds"] == ("caption", "conv", "detail", "complex")  # the earlier default's stage 0
+    with pytest.raises(SystemExit):
+        toy_main(["--lm-kinds", "vqa"])  # stage-2 data, not in lm.json
 
 
 def test_run_model_overrides_rebuild_the_run_model(tiny_run, tiny_config, tmp_path):
@@ -217,3 +233,29 @@ def test_the_progress_bar_names_no_negative_epoch_count(capsys):
     shown = capsys.readouterr()
     assert "Epoch 1" in shown.err + shown.out
     assert "/-" not in shown.err + shown.out
+
+
+@pytest.mark.parametrize("lm_kinds", [("caption", "detail", "complex"), ("caption", "conv", "detail", "complex")])
+def test_stage0_trains_on_the_chosen_record_kinds(tiny_run, tiny_config, lm_kinds, monkeypatch):
+    """Stage 0 reads lm.json (unchanged on disk) and trains on the records of `lm_kinds` only, in their order."""
+    from dataclasses import replace
+
+    from minillava.toy import ToyRun
+
+    out, _ = tiny_run
+    run = ToyRun(replace(tiny_config, lm_kinds=lm_kinds), out, progress=False)
+    run.use_existing()
+    seen = {}
+
+    def fake_fit(name, module, datamodule, stage):
+        seen["name"], seen["data"] = name, datamodule
+        raise KeyboardInterrupt  # stop before training
+
+    monkeypatch.setattr(run, "_fit", fake_fit)
+    with pytest.raises(KeyboardInterrupt):
+        run.stage0_lm()
+    seen["data"].setup("fit")
+    records = json.loads((out / "data" / "lm.json").read_text())
+    assert {r["kind"] for r in records} == {"caption", "conv", "detail", "complex"}
+    want = [r["id"] for r in records if r["kind"] in lm_kinds]
+    assert seen["name"] == "stage0_lm" and [ex.meta["id"] for ex in seen["data"].train_set.examples] == want

@@ -18,6 +18,7 @@ import json
 import logging
 import warnings
 from dataclasses import replace
+from collections.abc import Sequence
 from pathlib import Path
 
 import lightning as L
@@ -60,6 +61,23 @@ def check_options(*, template: str = "v0", supervise: str = "answers", image_asp
             raise ValueError(f"{name} must be an integer >= {least}{extra}, got {value!r}")
 
 
+def select_kinds(records: list[dict], kinds: Sequence[str], path: str | Path) -> list[dict]:
+    """The records whose "kind" field (the toy data's record kinds: caption, conv, detail, complex, vqa) is one of
+    `kinds`, in their order. A record without a kind, or a selection that leaves nothing, is an error that names it:
+    a filter must never empty a data set silently."""
+    if isinstance(kinds, str) or not kinds:
+        raise ValueError(f"kinds must be a non-empty list of record kinds, got {kinds!r}")
+    for rec in records:
+        if "kind" not in rec:
+            raise ValueError(f"record {rec.get('id', '?')} of {path} has no \"kind\" field, so kinds={list(kinds)} "
+                             f"cannot select it")
+    kept = [rec for rec in records if rec["kind"] in kinds]
+    if not kept:
+        found = sorted({str(rec["kind"]) for rec in records})
+        raise ValueError(f"{path}: no record of kinds {list(kinds)}; its records are of kinds {found}")
+    return kept
+
+
 def record_turns(rec: dict) -> list[tuple[str, str]]:
     return [(turn["from"], turn["value"]) for turn in rec["conversations"]]
 
@@ -84,6 +102,7 @@ class LlavaDataset(Dataset):
         truncation: str = "error",  # longer than max_len: "error", or "truncate" as the official code does
         bad_images: str = "error",  # a missing/corrupt/undecodable image: "error", or "skip" its record (listed)
         check_images: bool = True,  # decode-check every image at set-up; False: only that each file exists
+        kinds: Sequence[str] | None = None,  # only the records whose "kind" is one of these (None: every record)
     ) -> None:
         check_options(template=template, supervise=supervise, image_aspect_ratio=image_aspect_ratio,
                       truncation=truncation, bad_images=bad_images, num_image_tokens=num_image_tokens,
@@ -94,6 +113,8 @@ class LlavaDataset(Dataset):
         records = load_llava_json(self.json_path)
         if not records:
             raise ValueError(f"{self.json_path} holds no records: nothing to train on")
+        if kinds is not None:
+            records = select_kinds(records, kinds, self.json_path)
         records = records[:limit]
         self.examples: list[Example] = []
         self.skipped: list[tuple[str, str]] = []  # (record id, why) of records left out for a bad image
@@ -203,6 +224,7 @@ class LlavaDataModule(L.LightningDataModule):
         # decode-check every image at set-up (about 3 ms per COCO-sized JPEG here: minutes for 158K images, on
         # every rank); False checks only that each file exists, and a bad image then fails when loaded, named
         check_images: bool = True,
+        kinds: list[str] | None = None,  # train on the records of these "kind"s only (None: every record)
     ) -> None:
         super().__init__()
         check_options(template=template, supervise=supervise, image_aspect_ratio=image_aspect_ratio,
@@ -218,7 +240,7 @@ class LlavaDataModule(L.LightningDataModule):
         tok = load_tokenizer(h.tokenizer)
         return LlavaDataset(path, h.image_folder, tok, h.template, h.num_image_tokens, h.image_size, h.max_len,
                             h.supervise, h.limit, h.cache_images, h.image_aspect_ratio, h.image_first, h.truncation,
-                            h.bad_images, h.check_images)
+                            h.bad_images, h.check_images, h.kinds)
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is None:
