@@ -8,7 +8,8 @@ seconds of each stage and the held-out accuracy. It runs on one thread by defaul
 
     python benchmarks/stage2_recipe.py runs/toy --steps 800 --batch 32     # an earlier default
     python benchmarks/stage2_recipe.py runs/toy --steps 3200 --batch 8     # the next one: same records
-    python benchmarks/stage2_recipe.py runs/toy --steps 2600 --batch 8     # the default now (RUN's data has VQA)
+    python benchmarks/stage2_recipe.py runs/toy --steps 2600 --batch 8     # the default of 2026-11-28 (RUN's data has VQA)
+    python benchmarks/stage2_recipe.py runs/toy --steps 3600 --batch 8     # the default now (with RUN's stage-0 LLM)
     python benchmarks/stage2_recipe.py runs/toy --steps 3200 --batch 8 --projector mlp2x_gelu
     python benchmarks/stage2_recipe.py runs/toy --steps 3600 --batch 8 --projector mlp2x_gelu --vqa 8
 

@@ -1,4 +1,5 @@
-"""Lab script behind docs/experiments.md, "2026-12-03 (later): What holds yes/no at chance" (not part of the
+"""Lab script behind docs/experiments.md, "2026-12-03 (later): What holds yes/no at chance" and "2026-12-03
+(midday): A stage 0 without conversations, the new default" (not part of the
 package, not tested: a record of how those rows were made, kept so they can be re-run).
 
 One toy variant on a finished default run's data, tokenizer and stage-0 CLIP (BASE, by default
@@ -13,6 +14,11 @@ runs/ablate/seed-S/toy), at training seed S, on one thread; prints one JSON line
     python docs/lab/stage0_variants.py OUT --seed 1 --lm-drop-kinds conv                # part 8
     python docs/lab/stage0_variants.py OUT --seed 2 --base runs/exist-s2 --lm-drop-kinds conv
     python docs/lab/stage0_variants.py OUT --seed 2 --lm-drop-kinds conv --steps 3600                 # part 9
+    python docs/lab/stage0_variants.py OUT --seed 0 --lm-drop-kinds conv --steps 3600   # next entry, part 1
+    python docs/lab/stage0_variants.py OUT --seed 2 --lm-drop-kinds conv --steps 3600 --lr 2e-3       # part 2
+
+Stage 0 trains on every lm.json record kind unless --lm-drop-kinds says otherwise, and stage 2 runs 2600 steps
+unless --steps does: the default before the next entry made part 8 + 9 the default (`ToyConfig.lm_kinds`).
 
 (single_skill.py needs a report.json in OUT: copy BASE's.)
 """
@@ -21,7 +27,7 @@ from pathlib import Path
 import torch
 torch.set_num_threads(1)
 import lightning as L
-from minillava.toy import ToyConfig, ToyRun, StageConfig, quiet_lightning
+from minillava.toy import LM_KINDS, ToyConfig, ToyRun, StageConfig, quiet_lightning
 from minillava.evaluate import evaluate_exact_match
 
 p = argparse.ArgumentParser()
@@ -59,7 +65,7 @@ def val(v):
         except ValueError: pass
     return {"true": True, "false": False}.get(v, v)
 ov = {k: val(v) for k, v in (s.split("=", 1) for s in a.set)}
-cfg = ToyConfig(seed=a.seed, workers=1, ablate_stage1=False, model_overrides=ov, template=a.template,
+cfg = ToyConfig(seed=a.seed, workers=1, ablate_stage1=False, model_overrides=ov, template=a.template, lm_kinds=LM_KINDS,
                 lm=StageConfig(a.lm_steps, 32, a.lm_lr, 0.05), stage2=StageConfig(a.steps, a.batch, a.lr))
 run = ToyRun(cfg, out, progress=False); run.use_existing()
 t0 = time.perf_counter()
