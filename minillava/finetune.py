@@ -379,6 +379,7 @@ class FinetuneDataModule(LlavaDataModule):
         bad_images: str = "error",
         check_images: bool = True,
         vision_weights: str | None = None,
+        kinds: list[str] | None = None,
     ) -> None:
         released = read_released(init_from, vision_weights, template)
         tok = tokenizer if tokenizer is not None else released.tokenizer
@@ -394,7 +395,7 @@ class FinetuneDataModule(LlavaDataModule):
                         image_size=released.cfg.vision.image_size, max_len=max_len, supervise=supervise,
                         batch_size=batch_size, group_by_length=group_by_length, seed=seed, num_workers=num_workers,
                         limit=limit, cache_images=cache_images, image_aspect_ratio=aspect, image_first=first,
-                        truncation=truncation, bad_images=bad_images, check_images=check_images)
+                        truncation=truncation, bad_images=bad_images, check_images=check_images, kinds=kinds)
         super().__init__(**resolved)
         self.hparams.update(resolved)  # what the datasets are built from (save_hyperparameters saw both frames)
         self.released = released

@@ -23,6 +23,7 @@ from fit_runs import fit, fsdp, write_config
 
 from minillava import export_hf_llava, load_llava
 from minillava.cli import main, packaged_config
+from minillava.data.dataset import LlavaDataModule
 from minillava.finetune import FinetuneDataModule, FinetuneModule, read_released
 
 TASK = [f"paper/llava-1.5-{size}-task{lora}" for size in ("7b", "13b") for lora in ("", "-lora")]
@@ -52,6 +53,11 @@ def test_settings_come_from_the_checkpoint(folders, tmp_path):
     assert module.cfg.image_token_id == read_released(folders["transformers"]).cfg.image_token_id
     with pytest.raises(ValueError, match="template must be one of"):
         FinetuneDataModule(str(folders["original"]), str(tmp_path / "train.json"), template="v9")
+    # every option of LlavaDataModule reaches the datasets, except those the checkpoint decides
+    ours = set(inspect.signature(FinetuneDataModule.__init__).parameters)
+    theirs = set(inspect.signature(LlavaDataModule.__init__).parameters) - {"num_image_tokens", "image_size"}
+    assert theirs <= ours, theirs - ours
+    assert set(theirs) - {"self"} <= set(h), (set(theirs) - {"self"}) - set(h)
 
 
 def test_full_finetuning_from_a_transformers_folder_trains_and_exports(folders, toy_data, tmp_path):
