@@ -17,8 +17,8 @@ from __future__ import annotations
 import json
 import logging
 import warnings
-from dataclasses import replace
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import lightning as L
