@@ -16,6 +16,7 @@ runs/ablate/seed-S/toy), at training seed S, on one thread; prints one JSON line
     python docs/lab/stage0_variants.py OUT --seed 2 --lm-drop-kinds conv --steps 3600                 # part 9
     python docs/lab/stage0_variants.py OUT --seed 0 --lm-drop-kinds conv --steps 3600   # next entry, part 1
     python docs/lab/stage0_variants.py OUT --seed 2 --lm-drop-kinds conv --steps 3600 --lr 2e-3       # part 2
+    python docs/lab/stage0_variants.py OUT --seed 2 --lm-drop-kinds conv --steps 4200                 # part 5
 
 Stage 0 trains on every lm.json record kind unless --lm-drop-kinds says otherwise, and stage 2 runs 2600 steps
 unless --steps does: the default before the next entry made part 8 + 9 the default (`ToyConfig.lm_kinds`).
