@@ -237,8 +237,8 @@ class ToyRun:
         self._seed()
         module = LanguageModule(llm=self.model_cfg.llm, lr=c.lr, warmup_ratio=c.warmup_ratio,
                                 save_to=str(self.weights / "llm.safetensors"))
-        kinds = None if set(LM_KINDS) <= set(self.cfg.lm_kinds) else list(self.cfg.lm_kinds)
-        self._fit("stage0_lm", module, self._llava_data(self.files["lm"], c, supervise="all", kinds=kinds), c)
+        data = self._llava_data(self.files["lm"], c, supervise="all", kinds=list(self.cfg.lm_kinds))
+        self._fit("stage0_lm", module, data, c)
         return self.evaluate_text_only(module.llm)
 
     def evaluate_text_only(self, llm) -> dict:

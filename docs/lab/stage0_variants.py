@@ -48,16 +48,7 @@ a = p.parse_args()
 base = Path(a.base or f"runs/ablate/seed-{a.seed}/toy").resolve()
 out = Path(a.out); (out / "weights").mkdir(parents=True, exist_ok=True)
 if not (out / "tokenizer").exists(): (out / "tokenizer").symlink_to(base / "tokenizer", target_is_directory=True)
-if not (out / "data").exists():
-    if a.lm_drop_kinds:
-        (out / "data").mkdir()
-        for e in (base / "data").iterdir():
-            if e.name != "lm.json": (out / "data" / e.name).symlink_to(e.resolve(), target_is_directory=e.is_dir())
-        drop = set(a.lm_drop_kinds.split(","))
-        lm = [r for r in json.loads((base / "data/lm.json").read_text()) if r.get("kind") not in drop]
-        (out / "data/lm.json").write_text(json.dumps(lm))
-    else:
-        (out / "data").symlink_to(base / "data", target_is_directory=True)
+if not (out / "data").exists(): (out / "data").symlink_to(base / "data", target_is_directory=True)
 shutil.copy(base / "weights/vision.safetensors", out / "weights/vision.safetensors")
 if a.reuse_llm: shutil.copy(base / "weights/llm.safetensors", out / "weights/llm.safetensors")
 def val(v):
@@ -66,7 +57,8 @@ def val(v):
         except ValueError: pass
     return {"true": True, "false": False}.get(v, v)
 ov = {k: val(v) for k, v in (s.split("=", 1) for s in a.set)}
-cfg = ToyConfig(seed=a.seed, workers=1, ablate_stage1=False, model_overrides=ov, template=a.template, lm_kinds=LM_KINDS,
+cfg = ToyConfig(seed=a.seed, workers=1, ablate_stage1=False, model_overrides=ov, template=a.template,
+                lm_kinds=tuple(k for k in LM_KINDS if k not in a.lm_drop_kinds.split(",")),
                 lm=StageConfig(a.lm_steps, 32, a.lm_lr, 0.05), stage2=StageConfig(a.steps, a.batch, a.lr))
 run = ToyRun(cfg, out, progress=False); run.use_existing()
 t0 = time.perf_counter()
@@ -102,7 +94,7 @@ if a.tvqa_steps:
             recs.append({"id": f"{scene}-t{j}", "conversations": [{"from": "human", "value": f"{desc}\n\n{qq}"}, {"from": "gpt", "value": q.answer}]})
     if a.tvqa_mix_lm:
         from minillava.data.validate import load_llava_json
-        recs = recs + list(load_llava_json(run.files["lm"])); rng.shuffle(recs)
+        recs = recs + [r for r in load_llava_json(run.files["lm"]) if r["kind"] in cfg.lm_kinds]; rng.shuffle(recs)
     write_json(out / "tvqa.json", recs)
     c = StageConfig(a.tvqa_steps, a.tvqa_batch, a.tvqa_lr, 0.05)
     L.seed_everything(a.seed, verbose=False)
