@@ -155,9 +155,15 @@ def toy_main(argv: list[str]) -> None:
     parser.add_argument("--lm-kinds", nargs="+", choices=LM_KINDS, default=None, metavar="KIND",
                         help=f"the lm.json record kinds stage 0 trains the LLM on, of {', '.join(LM_KINDS)} (default: "
                              f"caption detail complex; add conv for the earlier default's stage 0)")
+    parser.add_argument("--llm-layers", type=int, default=None, metavar="N",
+                        help="transformer blocks of the toy LLM (default: the preset's, 4); a deeper LLM learns the "
+                             "two-step relation questions better, at about 1.4x the time of its stages "
+                             "(docs/experiments.md, 2026-12-03, \"What caps colour and relations\")")
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error(f"--workers must be at least 1, got {args.workers}")
+    if args.llm_layers is not None and args.llm_layers < 1:
+        parser.error(f"--llm-layers must be at least 1, got {args.llm_layers}")
     if args.vqa is not None and args.vqa < 0:
         parser.error(f"--vqa must be 0 (none) or a number of questions, got {args.vqa}")
 
@@ -183,6 +189,8 @@ def toy_main(argv: list[str]) -> None:
         options["template"] = args.template
     if args.lm_kinds:
         options["lm_kinds"] = tuple(dict.fromkeys(args.lm_kinds))
+    if args.llm_layers is not None:
+        options["model_overrides"] = {**TOY_PRESETS[preset].model_overrides, "llm.n_layers": args.llm_layers}
     report = run_toy(preset, out=out, progress=not args.quiet, seed=args.seed, ablate_stage1=not args.no_ablation,
                      workers=args.workers, **options)
     print(format_report(report))

@@ -173,7 +173,7 @@ def test_cli_toy_options_reach_the_run_config(monkeypatch):
     seen.clear()
     with pytest.raises(KeyboardInterrupt):
         toy_main(["--quick"])
-    assert seen["preset"] == "quick" and not {"data", "projector", "template", "lm_kinds"} & set(seen)
+    assert seen["preset"] == "quick" and not {"data", "projector", "template", "lm_kinds", "model_overrides"} & set(seen)
     with pytest.raises(SystemExit):
         toy_main(["--template", "v9"])
     with pytest.raises(SystemExit):
@@ -191,6 +191,12 @@ def test_cli_toy_options_reach_the_run_config(monkeypatch):
     assert seen["lm_kinds"] == ("caption", "conv", "detail", "complex")  # the earlier default's stage 0
     with pytest.raises(SystemExit):
         toy_main(["--lm-kinds", "vqa"])  # stage-2 data, not in lm.json
+    seen.clear()
+    with pytest.raises(KeyboardInterrupt):
+        toy_main(["--llm-layers", "6"])
+    assert seen["model_overrides"] == {"llm.n_layers": 6}
+    with pytest.raises(SystemExit):
+        toy_main(["--llm-layers", "0"])
 
 
 def test_run_model_overrides_rebuild_the_run_model(tiny_run, tiny_config, tmp_path):

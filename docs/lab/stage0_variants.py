@@ -1,5 +1,6 @@
-"""Lab script behind docs/experiments.md, "2026-12-03 (later): What holds yes/no at chance" and "2026-12-03
-(midday): A stage 0 without conversations, the new default" (not part of the
+"""Lab script behind docs/experiments.md, "2026-12-03 (later): What holds yes/no at chance", "2026-12-03
+(midday): A stage 0 without conversations, the new default" and "2026-12-03 (afternoon): What caps colour and
+relations" (not part of the
 package, not tested: a record of how those rows were made, kept so they can be re-run).
 
 One toy variant on a finished default run's data, tokenizer and stage-0 CLIP (BASE, by default
@@ -17,6 +18,9 @@ runs/ablate/seed-S/toy), at training seed S, on one thread; prints one JSON line
     python docs/lab/stage0_variants.py OUT --seed 0 --lm-drop-kinds conv --steps 3600   # next entry, part 1
     python docs/lab/stage0_variants.py OUT --seed 2 --lm-drop-kinds conv --steps 3600 --lr 2e-3       # part 2
     python docs/lab/stage0_variants.py OUT --seed 2 --lm-drop-kinds conv --steps 4200                 # part 5
+    python docs/lab/stage0_variants.py OUT --seed 2 --reuse-llm --template v0_no_system --steps 3600  # next entry
+    python docs/lab/stage0_variants.py OUT --seed S --lm-drop-kinds conv --set llm.n_layers=6 --steps 3600
+    python docs/lab/stage0_variants.py OUT --seed S --reuse-llm --whiten 0.01 --steps 3600
 
 Stage 0 trains on every lm.json record kind unless --lm-drop-kinds says otherwise, and stage 2 runs 2600 steps
 unless --steps does: the default before the next entry made part 8 + 9 the default (`ToyConfig.lm_kinds`).
@@ -33,7 +37,8 @@ from minillava.evaluate import evaluate_exact_match
 
 p = argparse.ArgumentParser()
 p.add_argument("out"); p.add_argument("--seed", type=int, default=1)
-p.add_argument("--base", default=None)
+p.add_argument("--base", default=None); p.add_argument("--vision", default=None)  # another stage-0 CLIP tower
+p.add_argument("--whiten", type=float, default=0)  # > 0: W reads ZCA-whitened CLIP features (eps = this x mean eigenvalue)
 p.add_argument("--set", nargs="*", default=[])  # model overrides k=v (int/float parsed)
 p.add_argument("--steps", type=int, default=2600); p.add_argument("--batch", type=int, default=8)
 p.add_argument("--lr", type=float, default=1e-3); p.add_argument("--lm-steps", type=int, default=250)
@@ -49,7 +54,7 @@ base = Path(a.base or f"runs/ablate/seed-{a.seed}/toy").resolve()
 out = Path(a.out); (out / "weights").mkdir(parents=True, exist_ok=True)
 if not (out / "tokenizer").exists(): (out / "tokenizer").symlink_to(base / "tokenizer", target_is_directory=True)
 if not (out / "data").exists(): (out / "data").symlink_to(base / "data", target_is_directory=True)
-shutil.copy(base / "weights/vision.safetensors", out / "weights/vision.safetensors")
+shutil.copy(a.vision or base / "weights/vision.safetensors", out / "weights/vision.safetensors")
 if a.reuse_llm: shutil.copy(base / "weights/llm.safetensors", out / "weights/llm.safetensors")
 def val(v):
     for t in (int, float):
@@ -126,6 +131,22 @@ if a.fresh_llm and not a.tvqa_steps:
     from minillava.llama import Llama
     from minillava.checkpoints import save_weights
     L.seed_everything(a.seed, verbose=False); save_weights(Llama(run.model_cfg.llm), out / "weights/llm.safetensors")
+if a.whiten:  # the frozen tower's output, whitened once from 3000 training images: a preconditioner for W
+    import minillava.vision as V
+    from PIL import Image
+    from minillava.checkpoints import load_weights
+    from minillava.data.images import clip_transform
+    tower = V.VisionTower(run.model_cfg.vision); load_weights(tower.visual, out / "weights/vision.safetensors", "vision")
+    tf = clip_transform(run.model_cfg.vision.image_size)
+    ids = sorted((base / "data/images").glob("train-*.png"))[:3000]
+    with torch.no_grad():
+        Z = torch.cat([tower(torch.stack([tf(Image.open(f).convert("RGB")) for f in ids[i:i + 250]])).flatten(0, 1)
+                       for i in range(0, len(ids), 250)])
+    mu = Z.mean(0); lam, U = torch.linalg.eigh(torch.cov((Z - mu).T))
+    T = U @ torch.diag((lam.clamp_min(0) + a.whiten * lam.mean()).rsqrt()) @ U.T
+    forward = V.VisionTower.forward
+    V.VisionTower.forward = lambda self, px: (forward(self, px) - mu) @ T
+    log(stage="whiten", top_eigenvalue_share=round((lam[-1] / lam.sum()).item(), 3))
 run.stage1(); log(stage="stage1")
 if a.stop_after_stage1: sys.exit(0)
 items = json.loads(run.files["eval"].read_text())
