@@ -149,6 +149,10 @@ def toy_main(argv: list[str]) -> None:
                         help="VQA records also ask one-attribute existence questions ('Is there a triangle in the "
                              "image?', 'Is there a red object in the image?'): stepping stones to the colour-and-shape "
                              "yes/no question (docs/experiments.md, 2026-12-03)")
+    parser.add_argument("--vqa-single", action="store_true",
+                        help="one stage-2 record per VQA question, as VQAv2 stores them, instead of all of an image's "
+                             "questions in one conversation, as LLaVA-1.5 merged them: the same questions, no answer "
+                             "to copy from an earlier turn, and shorter sequences (docs/experiments.md, 2026-12-03)")
     parser.add_argument("--template", choices=sorted(TEMPLATES), default=None,
                         help="chat template of the tokenizer, the language model, stage 1, stage 2 and evaluation "
                              "(default: the preset's)")
@@ -181,6 +185,10 @@ def toy_main(argv: list[str]) -> None:
         if data.vqa_questions == 0:
             parser.error("--existence-questions needs VQA records (--vqa K with K > 0)")
         data = replace(data, vqa_kinds=EVAL_KINDS + EXISTENCE_KINDS)
+    if args.vqa_single:
+        if data.vqa_questions == 0:
+            parser.error("--vqa-single needs VQA records (--vqa K with K > 0)")
+        data = replace(data, vqa_merged=False)
     if data != TOY_PRESETS[preset].data:
         options["data"] = data
     if args.projector:

@@ -193,6 +193,12 @@ def test_cli_toy_options_reach_the_run_config(monkeypatch):
         toy_main(["--lm-kinds", "vqa"])  # stage-2 data, not in lm.json
     seen.clear()
     with pytest.raises(KeyboardInterrupt):
+        toy_main(["--vqa-single"])
+    assert seen["data"].vqa_merged is False and seen["data"].vqa_questions == 8
+    with pytest.raises(SystemExit):
+        toy_main(["--vqa-single", "--vqa", "0"])
+    seen.clear()
+    with pytest.raises(KeyboardInterrupt):
         toy_main(["--llm-layers", "6"])
     assert seen["model_overrides"] == {"llm.n_layers": 6}
     with pytest.raises(SystemExit):

@@ -109,6 +109,31 @@ def test_generated_records_are_valid(tiny_data):
         assert i["id"] == f"{i['image'][:-4]}-{i['kind']}" and (tiny_data["images"] / i["image"]).is_file()
 
 
+def test_vqa_questions_one_record_each_are_the_merged_records_split(tiny_data, tmp_path):
+    """vqa_merged=False: the same questions, in the same order, each in a record of its own that opens with the
+    image; the instruction records are unchanged."""
+    from dataclasses import replace
+
+    single = generate_toy_data(tmp_path, replace(TINY, vqa_merged=False))
+    merged_records = json.loads(tiny_data["stage2"].read_text())
+    single_records = json.loads(single["stage2"].read_text())
+    assert [r for r in single_records if r["kind"] != "vqa"] == [r for r in merged_records if r["kind"] != "vqa"]
+    n_turns = 0
+    for merged in (r for r in merged_records if r["kind"] == "vqa"):
+        scene = merged["id"].removesuffix("-vqa")
+        mine = [r for r in single_records if r["id"].startswith(f"{scene}-vqa-")]
+        turns = merged["conversations"]
+        assert [r["id"] for r in mine] == [f"{scene}-vqa-{j}" for j in range(len(turns) // 2)]
+        for j, r in enumerate(mine):
+            question, answer = r["conversations"]  # one question each
+            assert r["image"] == merged["image"] and question["value"].startswith(IMAGE_TOKEN + "\n")
+            assert question["value"].removeprefix(IMAGE_TOKEN + "\n") == turns[2 * j]["value"].removeprefix(
+                IMAGE_TOKEN + "\n") and answer == turns[2 * j + 1]
+        n_turns += len(turns) // 2
+    assert sum(r["kind"] == "vqa" for r in single_records) == n_turns > TINY.n_train
+    assert load_llava(single["stage2"], image_folder=single["images"], unique_ids=True)[1].skipped == []
+
+
 # -- load_llava_json (validate.py) ----------------------------------------------------
 
 

@@ -38,6 +38,8 @@ from minillava.evaluate import evaluate_exact_match
 p = argparse.ArgumentParser()
 p.add_argument("out"); p.add_argument("--seed", type=int, default=1)
 p.add_argument("--base", default=None); p.add_argument("--vision", default=None)  # another stage-0 CLIP tower
+p.add_argument("--vqa-split", type=int, default=0)  # > 0: each VQA record becomes up to K one-question records
+p.add_argument("--feature-scale", type=float, default=1)  # the tower's output times this, before W
 p.add_argument("--whiten", type=float, default=0)  # > 0: W reads ZCA-whitened CLIP features (eps = this x mean eigenvalue)
 p.add_argument("--set", nargs="*", default=[])  # model overrides k=v (int/float parsed)
 p.add_argument("--steps", type=int, default=2600); p.add_argument("--batch", type=int, default=8)
@@ -53,6 +55,19 @@ a = p.parse_args()
 base = Path(a.base or f"runs/ablate/seed-{a.seed}/toy").resolve()
 out = Path(a.out); (out / "weights").mkdir(parents=True, exist_ok=True)
 if not (out / "tokenizer").exists(): (out / "tokenizer").symlink_to(base / "tokenizer", target_is_directory=True)
+if a.vqa_split and not (out / "data").exists():  # base's data, but stage2.json with one question per VQA record
+    (out / "data").mkdir()
+    for f in (base / "data").iterdir():
+        if f.name != "stage2.json": (out / "data" / f.name).symlink_to(f, target_is_directory=f.is_dir())
+    records = []
+    for r in json.loads((base / "data/stage2.json").read_text()):
+        if r["kind"] != "vqa":
+            records.append(r); continue
+        turns = r["conversations"]
+        for j in range(0, min(len(turns), 2 * a.vqa_split), 2):
+            q = turns[j]["value"] if turns[j]["value"].startswith("<image>") else "<image>\n" + turns[j]["value"]
+            records.append({**r, "id": f"{r['id']}-{j // 2}", "conversations": [{"from": "human", "value": q}, turns[j + 1]]})
+    (out / "data/stage2.json").write_text(json.dumps(records))
 if not (out / "data").exists(): (out / "data").symlink_to(base / "data", target_is_directory=True)
 shutil.copy(a.vision or base / "weights/vision.safetensors", out / "weights/vision.safetensors")
 if a.reuse_llm: shutil.copy(base / "weights/llm.safetensors", out / "weights/llm.safetensors")
@@ -147,6 +162,10 @@ if a.whiten:  # the frozen tower's output, whitened once from 3000 training imag
     forward = V.VisionTower.forward
     V.VisionTower.forward = lambda self, px: (forward(self, px) - mu) @ T
     log(stage="whiten", top_eigenvalue_share=round((lam[-1] / lam.sum()).item(), 3))
+if a.feature_scale != 1:  # e.g. 0.02: W's input (and so, at first, the visual tokens) near the text embeddings' norm
+    import minillava.vision as V
+    scaled = V.VisionTower.forward
+    V.VisionTower.forward = lambda self, px: scaled(self, px) * a.feature_scale
 run.stage1(); log(stage="stage1")
 if a.stop_after_stage1: sys.exit(0)
 items = json.loads(run.files["eval"].read_text())
@@ -164,4 +183,9 @@ def st(steps, progress, history):
 toy.stage_trainer = st
 m = run.stage2(True)
 r = run.evaluate(m, "stage2")
-log(step=a.steps, final=True, acc={k: round(v, 3) for k, v in r["accuracy"].items()}, seconds=run.seconds, cfg=vars(a))
+from minillava.chat import read_image
+with torch.no_grad():  # how large the visual tokens are against the text embeddings, after training
+    px = torch.stack([read_image(run.data_dir / "images" / it["image"], run.model_cfg.vision.image_size) for it in items[:200:4]])
+    norms = {"visual_tokens": m.model.projector(m.model.vision(px)).norm(dim=-1).mean().item(),
+             "text_embeddings": m.model.llm.embed_tokens.weight.norm(dim=-1).mean().item()}
+log(step=a.steps, final=True, norms={k: round(v, 3) for k, v in norms.items()}, acc={k: round(v, 3) for k, v in r["accuracy"].items()}, seconds=run.seconds, cfg=vars(a))

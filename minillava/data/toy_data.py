@@ -46,6 +46,11 @@ class ToyDataConfig:
     # The question kinds a VQA record draws from: the evaluated ones, and optionally EXISTENCE_KINDS
     # (one-attribute "Is there a triangle?" questions; docs/experiments.md, 2026-12-03)
     vqa_kinds: tuple[str, ...] = EVAL_KINDS
+    # True: all of an image's VQA questions in one multi-turn record, as LLaVA-1.5 merged VQAv2's. False: one
+    # record per question, as VQAv2 itself stores them; the same questions either way. Merged, a later turn can
+    # often be answered by copying an earlier turn's text instead of looking at the image (docs/experiments.md,
+    # 2026-12-03, "What caps colour and relations")
+    vqa_merged: bool = True
     # Share of lm.json that is caption pairs; the rest follows `mix`. Captions are
     # there so the language model has seen stage-1 text before stage 1.
     lm_caption_share: float = 0.25
@@ -67,8 +72,17 @@ def vqa_record(teacher: ToyTeacher, scene_id: str, image: str, context: str, k: 
                kinds: tuple[str, ...] = EVAL_KINDS) -> dict:
     """A LLaVA-1.5-style short-answer VQA record of up to `k` questions of `kinds` about one image (see
     ``ToyTeacher.short_answers``)."""
-    rng = record_rng("vqa", seed, scene_id)
-    return make_record(f"{scene_id}-vqa", "vqa", teacher.short_answers(context, rng, k, kinds), image)
+    return vqa_records(teacher, scene_id, image, context, k, seed, kinds)[0]
+
+
+def vqa_records(teacher: ToyTeacher, scene_id: str, image: str, context: str, k: int, seed: int,
+                kinds: tuple[str, ...] = EVAL_KINDS, merged: bool = True) -> list[dict]:
+    """The image's short-answer questions: one record of up to `k` turns if `merged`, else one single-question
+    record per turn (ids "<scene>-vqa-<j>"), the same questions in the same order."""
+    turns = teacher.short_answers(context, record_rng("vqa", seed, scene_id), k, kinds)
+    if merged:
+        return [make_record(f"{scene_id}-vqa", "vqa", turns, image)]
+    return [make_record(f"{scene_id}-vqa-{j}", "vqa", [turn], image) for j, turn in enumerate(turns)]
 
 
 def scene_description(context: str) -> str:
@@ -123,8 +137,8 @@ def generate_toy_data(out_dir: Path, cfg: ToyDataConfig, progress: bool = False)
         stage2 = []
         for record, im in zip(json.loads(paths["stage2"].read_text()), source.images, strict=True):
             assert record["image"] == im.image, (record["id"], im.image)  # the pipeline writes in image order
-            stage2 += [record, vqa_record(teacher, im.id, im.image, im.context, cfg.vqa_questions, cfg.seed,
-                                         cfg.vqa_kinds)]
+            stage2 += [record, *vqa_records(teacher, im.id, im.image, im.context, cfg.vqa_questions, cfg.seed,
+                                            cfg.vqa_kinds, cfg.vqa_merged)]
         write_json(paths["stage2"], stage2)
 
     eval_items = []
