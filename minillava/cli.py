@@ -159,6 +159,9 @@ def toy_main(argv: list[str]) -> None:
     parser.add_argument("--lm-kinds", nargs="+", choices=LM_KINDS, default=None, metavar="KIND",
                         help=f"the lm.json record kinds stage 0 trains the LLM on, of {', '.join(LM_KINDS)} (default: "
                              f"caption detail complex; add conv for the earlier default's stage 0)")
+    parser.add_argument("--stage2-steps", type=int, default=None, metavar="N",
+                        help="stage-2 training steps (default: the preset's, 3600 of batch 8; with --vqa-single, 7200 "
+                             "take about as long)")
     parser.add_argument("--llm-layers", type=int, default=None, metavar="N",
                         help="transformer blocks of the toy LLM (default: the preset's, 4); a deeper LLM learns the "
                              "two-step relation questions better, at about 1.4x the time of its stages "
@@ -166,6 +169,8 @@ def toy_main(argv: list[str]) -> None:
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error(f"--workers must be at least 1, got {args.workers}")
+    if args.stage2_steps is not None and args.stage2_steps < 1:
+        parser.error(f"--stage2-steps must be at least 1, got {args.stage2_steps}")
     if args.llm_layers is not None and args.llm_layers < 1:
         parser.error(f"--llm-layers must be at least 1, got {args.llm_layers}")
     if args.vqa is not None and args.vqa < 0:
@@ -197,6 +202,8 @@ def toy_main(argv: list[str]) -> None:
         options["template"] = args.template
     if args.lm_kinds:
         options["lm_kinds"] = tuple(dict.fromkeys(args.lm_kinds))
+    if args.stage2_steps is not None:
+        options["stage2"] = replace(TOY_PRESETS[preset].stage2, steps=args.stage2_steps)
     if args.llm_layers is not None:
         options["model_overrides"] = {**TOY_PRESETS[preset].model_overrides, "llm.n_layers": args.llm_layers}
     report = run_toy(preset, out=out, progress=not args.quiet, seed=args.seed, ablate_stage1=not args.no_ablation,

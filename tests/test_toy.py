@@ -154,7 +154,10 @@ def test_workers_must_be_positive(tiny_config, tmp_path):
 
 
 def test_cli_toy_options_reach_the_run_config(monkeypatch):
-    """`minillava toy --vqa K --projector P --template T` reach the run; left out, the preset's values stand."""
+    """`minillava toy --vqa K --projector P --template T` and the other options reach the run; left out, the
+    preset's values stand."""
+    from dataclasses import replace
+
     import minillava.toy as toy
     from minillava.cli import toy_main
 
@@ -173,7 +176,8 @@ def test_cli_toy_options_reach_the_run_config(monkeypatch):
     seen.clear()
     with pytest.raises(KeyboardInterrupt):
         toy_main(["--quick"])
-    assert seen["preset"] == "quick" and not {"data", "projector", "template", "lm_kinds", "model_overrides"} & set(seen)
+    assert seen["preset"] == "quick" and not {"data", "projector", "template", "lm_kinds", "model_overrides",
+                                               "stage2"} & set(seen)
     with pytest.raises(SystemExit):
         toy_main(["--template", "v9"])
     with pytest.raises(SystemExit):
@@ -193,8 +197,11 @@ def test_cli_toy_options_reach_the_run_config(monkeypatch):
         toy_main(["--lm-kinds", "vqa"])  # stage-2 data, not in lm.json
     seen.clear()
     with pytest.raises(KeyboardInterrupt):
-        toy_main(["--vqa-single"])
+        toy_main(["--vqa-single", "--stage2-steps", "7200"])
     assert seen["data"].vqa_merged is False and seen["data"].vqa_questions == 8
+    assert seen["stage2"] == replace(toy.TOY_PRESETS["default"].stage2, steps=7200)
+    with pytest.raises(SystemExit):
+        toy_main(["--stage2-steps", "0"])
     with pytest.raises(SystemExit):
         toy_main(["--vqa-single", "--vqa", "0"])
     seen.clear()
