@@ -55,18 +55,20 @@ a = p.parse_args()
 base = Path(a.base or f"runs/ablate/seed-{a.seed}/toy").resolve()
 out = Path(a.out); (out / "weights").mkdir(parents=True, exist_ok=True)
 if not (out / "tokenizer").exists(): (out / "tokenizer").symlink_to(base / "tokenizer", target_is_directory=True)
-if a.vqa_split and not (out / "data").exists():  # base's data, but stage2.json with one question per VQA record
+if a.vqa_split and not (out / "data").exists():  # base's data, but each VQA question in a record of its own
+    from minillava.data.teacher import ToyTeacher
+    from minillava.data.toy_data import vqa_records
     (out / "data").mkdir()
     for f in (base / "data").iterdir():
         if f.name != "stage2.json": (out / "data" / f.name).symlink_to(f, target_is_directory=f.is_dir())
+    meta = json.loads((base / "report.json").read_text())["config"]["data"]
+    contexts = json.loads((base / "data/contexts.json").read_text()); teacher = ToyTeacher(meta["world"]["n_columns"], meta["world"]["n_rows"])
     records = []
     for r in json.loads((base / "data/stage2.json").read_text()):
         if r["kind"] != "vqa":
-            records.append(r); continue
-        turns = r["conversations"]
-        for j in range(0, min(len(turns), 2 * a.vqa_split), 2):
-            q = turns[j]["value"] if turns[j]["value"].startswith("<image>") else "<image>\n" + turns[j]["value"]
-            records.append({**r, "id": f"{r['id']}-{j // 2}", "conversations": [{"from": "human", "value": q}, turns[j + 1]]})
+            sid = r["id"].rsplit("-", 1)[0]
+            records += [r, *vqa_records(teacher, sid, r["image"], contexts[sid], meta["vqa_questions"], meta["seed"],
+                                        tuple(meta["vqa_kinds"]), merged=False)[:a.vqa_split]]
     (out / "data/stage2.json").write_text(json.dumps(records))
 if not (out / "data").exists(): (out / "data").symlink_to(base / "data", target_is_directory=True)
 shutil.copy(a.vision or base / "weights/vision.safetensors", out / "weights/vision.safetensors")
