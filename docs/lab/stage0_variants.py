@@ -1,6 +1,6 @@
 """Lab script behind docs/experiments.md, "2026-12-03 (later): What holds yes/no at chance", "2026-12-03
-(midday): A stage 0 without conversations, the new default" and "2026-12-03 (afternoon): What caps colour and
-relations" (not part of the
+(midday): A stage 0 without conversations, the new default", "2026-12-03 (afternoon): What caps colour and
+relations" and "2026-12-03 (evening): More scenes, fewer instructions, a wider LLM" (not part of the
 package, not tested: a record of how those rows were made, kept so they can be re-run).
 
 One toy variant on a finished default run's data, tokenizer and stage-0 CLIP (BASE, by default
@@ -21,6 +21,8 @@ runs/ablate/seed-S/toy), at training seed S, on one thread; prints one JSON line
     python docs/lab/stage0_variants.py OUT --seed 2 --reuse-llm --template v0_no_system --steps 3600  # next entry
     python docs/lab/stage0_variants.py OUT --seed S --lm-drop-kinds conv --set llm.n_layers=6 --steps 3600
     python docs/lab/stage0_variants.py OUT --seed S --reuse-llm --whiten 0.01 --steps 3600
+    python docs/lab/stage0_variants.py OUT --seed S --base runs/lab/n12000-s2 --reuse-llm --steps 3600 --stage2-kinds vqa
+    python docs/lab/stage0_variants.py OUT --seed 2 --base runs/lab/n24000-s2 --reuse-llm --steps 3600 --stage2-instr 6000
 
 Stage 0 trains on every lm.json record kind unless --lm-drop-kinds says otherwise, and stage 2 runs 2600 steps
 unless --steps does: the default before the next entry made part 8 + 9 the default (`ToyConfig.lm_kinds`).
@@ -38,6 +40,8 @@ from minillava.evaluate import evaluate_exact_match
 p = argparse.ArgumentParser()
 p.add_argument("out"); p.add_argument("--seed", type=int, default=1)
 p.add_argument("--base", default=None); p.add_argument("--vision", default=None)  # another stage-0 CLIP tower
+p.add_argument("--stage2-kinds", default="")  # comma list: stage 2 trains only on records of these kinds (e.g. vqa)
+p.add_argument("--stage2-instr", type=int, default=0)  # > 0: keep the instruction records of the first N images only
 p.add_argument("--vqa-split", type=int, default=0)  # > 0: each VQA record becomes up to K one-question records
 p.add_argument("--feature-scale", type=float, default=1)  # the tower's output times this, before W
 p.add_argument("--whiten", type=float, default=0)  # > 0: W reads ZCA-whitened CLIP features (eps = this x mean eigenvalue)
@@ -70,6 +74,21 @@ if a.vqa_split and not (out / "data").exists():  # base's data, but each VQA que
             records += [r, *vqa_records(teacher, sid, r["image"], contexts[sid], meta["vqa_questions"], meta["seed"],
                                         tuple(meta["vqa_kinds"]), merged=False)[:a.vqa_split]]
     (out / "data/stage2.json").write_text(json.dumps(records))
+if (a.stage2_kinds or a.stage2_instr) and not (out / "data").exists():  # base's data, stage 2's records of the named kinds only
+    (out / "data").mkdir()
+    for f in (base / "data").iterdir():
+        if f.name != "stage2.json": (out / "data" / f.name).symlink_to(f, target_is_directory=f.is_dir())
+    keep = a.stage2_kinds.split(",") if a.stage2_kinds else None
+    recs, instr = [], 0
+    for r in json.loads((base / "data/stage2.json").read_text()):
+        if keep is not None and r["kind"] not in keep: continue
+        if a.stage2_instr and r["kind"] != "vqa":
+            instr += 1
+            if instr > a.stage2_instr: continue
+        recs.append(r)
+    (out / "data/stage2.json").write_text(json.dumps(recs))
+    log_kinds = {k: sum(r["kind"] == k for r in recs) for k in {r["kind"] for r in recs}}
+    print(json.dumps({"stage2_records": log_kinds}), flush=True)
 if not (out / "data").exists(): (out / "data").symlink_to(base / "data", target_is_directory=True)
 shutil.copy(a.vision or base / "weights/vision.safetensors", out / "weights/vision.safetensors")
 if a.reuse_llm: shutil.copy(base / "weights/llm.safetensors", out / "weights/llm.safetensors")
