@@ -1,5 +1,5 @@
-"""Lab script behind docs/experiments.md, "2026-12-03 (evening): More training scenes" (not part of the package,
-not tested: a record of how those rows were made).
+"""Lab script behind docs/experiments.md, "2026-12-03 (evening): Where the yes/no lottery is not", part 1
+(not part of the package, not tested: a record of how those rows were made).
 
 One `minillava toy` run (the shipped pipeline, `ToyRun`) on one thread, with the ToyConfig changes the options
 name, no no-stage-1 ablation; then the stage-2 model is asked the evaluation's questions about N *training* scenes

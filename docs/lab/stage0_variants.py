@@ -1,6 +1,6 @@
 """Lab script behind docs/experiments.md, "2026-12-03 (later): What holds yes/no at chance", "2026-12-03
 (midday): A stage 0 without conversations, the new default", "2026-12-03 (afternoon): What caps colour and
-relations" and "2026-12-03 (evening): More scenes, fewer instructions, a wider LLM" (not part of the
+relations" and "2026-12-03 (evening): Where the yes/no lottery is not" (not part of the
 package, not tested: a record of how those rows were made, kept so they can be re-run).
 
 One toy variant on a finished default run's data, tokenizer and stage-0 CLIP (BASE, by default
