@@ -59,12 +59,14 @@ a = p.parse_args()
 base = Path(a.base or f"runs/ablate/seed-{a.seed}/toy").resolve()
 out = Path(a.out); (out / "weights").mkdir(parents=True, exist_ok=True)
 if not (out / "tokenizer").exists(): (out / "tokenizer").symlink_to(base / "tokenizer", target_is_directory=True)
-if a.vqa_split and not (out / "data").exists():  # base's data, but each VQA question in a record of its own
-    from minillava.data.teacher import ToyTeacher
-    from minillava.data.toy_data import vqa_records
+def own_stage2(records):  # base's data in OUT, but with these stage-2 records
     (out / "data").mkdir()
     for f in (base / "data").iterdir():
         if f.name != "stage2.json": (out / "data" / f.name).symlink_to(f, target_is_directory=f.is_dir())
+    (out / "data/stage2.json").write_text(json.dumps(records))
+if a.vqa_split and not (out / "data").exists():  # base's data, but each VQA question in a record of its own
+    from minillava.data.teacher import ToyTeacher
+    from minillava.data.toy_data import vqa_records
     meta = json.loads((base / "report.json").read_text())["config"]["data"]
     contexts = json.loads((base / "data/contexts.json").read_text()); teacher = ToyTeacher(meta["world"]["n_columns"], meta["world"]["n_rows"])
     records = []
@@ -73,11 +75,8 @@ if a.vqa_split and not (out / "data").exists():  # base's data, but each VQA que
             sid = r["id"].rsplit("-", 1)[0]
             records += [r, *vqa_records(teacher, sid, r["image"], contexts[sid], meta["vqa_questions"], meta["seed"],
                                         tuple(meta["vqa_kinds"]), merged=False)[:a.vqa_split]]
-    (out / "data/stage2.json").write_text(json.dumps(records))
-if (a.stage2_kinds or a.stage2_instr) and not (out / "data").exists():  # base's data, stage 2's records of the named kinds only
-    (out / "data").mkdir()
-    for f in (base / "data").iterdir():
-        if f.name != "stage2.json": (out / "data" / f.name).symlink_to(f, target_is_directory=f.is_dir())
+    own_stage2(records)
+if (a.stage2_kinds or a.stage2_instr) and not (out / "data").exists():  # stage 2's records of the named kinds only
     keep = a.stage2_kinds.split(",") if a.stage2_kinds else None
     recs, instr = [], 0
     for r in json.loads((base / "data/stage2.json").read_text()):
@@ -86,9 +85,9 @@ if (a.stage2_kinds or a.stage2_instr) and not (out / "data").exists():  # base's
             instr += 1
             if instr > a.stage2_instr: continue
         recs.append(r)
-    (out / "data/stage2.json").write_text(json.dumps(recs))
-    log_kinds = {k: sum(r["kind"] == k for r in recs) for k in {r["kind"] for r in recs}}
-    print(json.dumps({"stage2_records": log_kinds}), flush=True)
+    own_stage2(recs)
+    from collections import Counter
+    print(json.dumps({"stage2_records": Counter(r["kind"] for r in recs)}), flush=True)
 if not (out / "data").exists(): (out / "data").symlink_to(base / "data", target_is_directory=True)
 shutil.copy(a.vision or base / "weights/vision.safetensors", out / "weights/vision.safetensors")
 if a.reuse_llm: shutil.copy(base / "weights/llm.safetensors", out / "weights/llm.safetensors")
