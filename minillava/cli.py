@@ -145,14 +145,17 @@ def toy_main(argv: list[str]) -> None:
                         help="questions per short-answer VQA record: stage 2 trains on one such record per image "
                              "besides its instruction record, as LLaVA-1.5 mixed VQAv2 into its instruction data "
                              "(default: the preset's, 8; 0: the paper's instruction data only)")
-    parser.add_argument("--existence-questions", action="store_true",
+    parser.add_argument("--existence-questions", action=argparse.BooleanOptionalAction, default=None,
                         help="VQA records also ask one-attribute existence questions ('Is there a triangle in the "
                              "image?', 'Is there a red object in the image?'): stepping stones to the colour-and-shape "
-                             "yes/no question (docs/experiments.md, 2026-12-03)")
-    parser.add_argument("--vqa-single", action="store_true",
-                        help="one stage-2 record per VQA question, as VQAv2 stores them, instead of all of an image's "
-                             "questions in one conversation, as LLaVA-1.5 merged them: the same questions, no answer "
-                             "to copy from an earlier turn, and shorter sequences (docs/experiments.md, 2026-12-03)")
+                             "yes/no question (default: yes; docs/experiments.md, 2026-12-03)")
+    layout = parser.add_mutually_exclusive_group()
+    layout.add_argument("--vqa-single", dest="vqa_merged", action="store_false", default=None,
+                        help="one stage-2 record per VQA question, as VQAv2 stores them (the default): no answer to "
+                             "copy from an earlier turn, and short sequences")
+    layout.add_argument("--vqa-merged", dest="vqa_merged", action="store_true", default=None,
+                        help="all of an image's VQA questions in one conversation, as LLaVA-1.5 merged them (the "
+                             "earlier default: --vqa-merged --no-existence-questions --stage2-steps 3600)")
     parser.add_argument("--template", choices=sorted(TEMPLATES), default=None,
                         help="chat template of the tokenizer, the language model, stage 1, stage 2 and evaluation "
                              "(default: the preset's)")
@@ -160,7 +163,7 @@ def toy_main(argv: list[str]) -> None:
                         help=f"the lm.json record kinds stage 0 trains the LLM on, of {', '.join(LM_KINDS)} (default: "
                              f"caption detail complex; add conv for the earlier default's stage 0)")
     parser.add_argument("--stage2-steps", type=int, default=None, metavar="N",
-                        help="stage-2 training steps (default: the preset's, 3600 of batch 8; with --vqa-single, 7200 "
+                        help="stage-2 training steps (default: the preset's, 7200 of batch 8; with --vqa-merged, 3600 "
                              "take about as long)")
     parser.add_argument("--llm-layers", type=int, default=None, metavar="N",
                         help="transformer blocks of the toy LLM (default: the preset's, 4); 6 blocks lifted relations at "
@@ -184,16 +187,16 @@ def toy_main(argv: list[str]) -> None:
     data = TOY_PRESETS[preset].data
     if args.vqa is not None:
         data = replace(data, vqa_questions=args.vqa)
-    if args.existence_questions:
+    if args.existence_questions is not None:
         from .data.questions import EVAL_KINDS, EXISTENCE_KINDS
 
-        if data.vqa_questions == 0:
+        if args.existence_questions and data.vqa_questions == 0:
             parser.error("--existence-questions needs VQA records (--vqa K with K > 0)")
-        data = replace(data, vqa_kinds=EVAL_KINDS + EXISTENCE_KINDS)
-    if args.vqa_single:
+        data = replace(data, vqa_kinds=EVAL_KINDS + EXISTENCE_KINDS if args.existence_questions else EVAL_KINDS)
+    if args.vqa_merged is not None:
         if data.vqa_questions == 0:
-            parser.error("--vqa-single needs VQA records (--vqa K with K > 0)")
-        data = replace(data, vqa_merged=False)
+            parser.error(f"--vqa-{'merged' if args.vqa_merged else 'single'} needs VQA records (--vqa K with K > 0)")
+        data = replace(data, vqa_merged=args.vqa_merged)
     if data != TOY_PRESETS[preset].data:
         options["data"] = data
     if args.projector:

@@ -25,6 +25,7 @@ from .checkpoints import load_weights
 from .constants import IMAGE_TOKEN, STAGE2_KINDS
 from .conversation import TEMPLATES
 from .data.dataset import CaptionDataModule, LlavaDataModule, record_turns
+from .data.questions import EVAL_KINDS, EXISTENCE_KINDS
 from .data.toy_data import ToyDataConfig, generate_toy_data, scene_description, toy_data_files
 from .data.validate import load_llava_json
 from .evaluate import evaluate_exact_match
@@ -46,10 +47,15 @@ class StageConfig:
 
 @dataclass
 class ToyConfig:
-    # 8 questions per short-answer VQA record, one record per image besides its instruction record: LLaVA-1.5's
-    # recipe for short-answer benchmarks such as our evaluation; they lift relations and, at some training seeds,
-    # yes/no (vqa_questions=0 gives the paper's v1 data; docs/experiments.md, "How the default got to 0.70")
-    data: ToyDataConfig = field(default_factory=lambda: ToyDataConfig(n_train=6000, vqa_questions=8))
+    # Besides each image's instruction record, 8 short-answer VQA questions about it: LLaVA-1.5's recipe for
+    # short-answer benchmarks such as our evaluation; they lift relations and yes/no (vqa_questions=0 gives the
+    # paper's v1 data; docs/experiments.md, "How the default got to 0.70"). One record per question, as VQAv2
+    # stores them (merged, a later turn can copy an earlier answer instead of looking), and about a third of
+    # them one-attribute existence questions ("Is there a triangle in the image?"), stepping stones to the
+    # colour-and-shape yes/no question: together they took yes/no off chance at 6 training seeds of 7, where the
+    # merged records without them did at 2 of 3 (docs/experiments.md, 2026-12-03 (evening), part 5)
+    data: ToyDataConfig = field(default_factory=lambda: ToyDataConfig(
+        n_train=6000, vqa_questions=8, vqa_kinds=EVAL_KINDS + EXISTENCE_KINDS, vqa_merged=False))
     vocab_size: int = 1024
     # lr 5e-4: at 2e-3 the contrastive loss can sit on its ln(batch) plateau for the whole run, depending on seed
     # and tokenizer (docs/experiments.md, "What is known about yes/no")
@@ -62,13 +68,13 @@ class ToyConfig:
     # "What holds yes/no at chance" and "A stage 0 without conversations"). Add "conv" for the earlier stage 0
     lm_kinds: tuple[str, ...] = ("caption", "detail", "complex")
     # the paper: stage 1 = 1 epoch of captions, stage 2 = 3 epochs of instructions. Stage 1 keeps that; stage 2
-    # runs 2.4 epochs of the 12,000 records (6000 instruction + 6000 VQA), as many as fit the time budget: after
-    # the stage 0 above, yes/no left chance at 2 training seeds of 3 in 2600 steps and at all three in 3600
-    # (docs/experiments.md, "A stage 0 without conversations"). Batch 8, not 32: the skills that need the
-    # question and the image together sit on a saddle, and the same records in 4x as many steps get further off
-    # it in the same time (docs/experiments.md, "Stage 2 in small batches")
+    # runs 7200 steps of 8, 1.07 epochs of the 54,000 records (6000 instruction + 48,000 one-question VQA), as
+    # many as fit the time budget: single-question records are short, so 7200 steps take about as long as 3600
+    # of merged ones did. Batch 8, not 32: the skills that need the question and the image together sit on a
+    # saddle, and the same records in 4x as many steps get further off it in the same time (docs/experiments.md,
+    # "Stage 2 in small batches")
     stage1: StageConfig = field(default_factory=lambda: StageConfig(steps=100, batch_size=64, lr=2e-3))
-    stage2: StageConfig = field(default_factory=lambda: StageConfig(steps=3600, batch_size=8, lr=1e-3))
+    stage2: StageConfig = field(default_factory=lambda: StageConfig(steps=7200, batch_size=8, lr=1e-3))
     # "linear": the paper's single W. "mlp2x_gelu": LLaVA-1.5's Linear-GELU-Linear, which can say per visual token
     # which colour *and* shape its patch holds, where a linear map cannot quite (a probe of the frozen CLIP;
     # docs/experiments.md, "What is known about yes/no")
@@ -105,11 +111,12 @@ def _model_overrides(cfg: dict) -> dict:
 TOY_PRESETS: dict[str, ToyConfig] = {
     "default": ToyConfig(),
     "quick": ToyConfig(
-        data=ToyDataConfig(n_train=1200, n_eval=60, n_lm=1200, vqa_questions=8),
+        data=ToyDataConfig(n_train=1200, n_eval=60, n_lm=1200, vqa_questions=8, vqa_kinds=EVAL_KINDS + EXISTENCE_KINDS,
+                           vqa_merged=False),
         clip=StageConfig(steps=40, batch_size=64, lr=5e-4, warmup_ratio=0.1),
         lm=StageConfig(steps=60, batch_size=32, lr=3e-3, warmup_ratio=0.05),
         stage1=StageConfig(steps=20, batch_size=64, lr=2e-3),
-        stage2=StageConfig(steps=300, batch_size=8, lr=1e-3),
+        stage2=StageConfig(steps=600, batch_size=8, lr=1e-3),
     ),
 }
 

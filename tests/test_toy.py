@@ -182,11 +182,17 @@ def test_cli_toy_options_reach_the_run_config(monkeypatch):
         toy_main(["--template", "v9"])
     with pytest.raises(SystemExit):
         toy_main(["--vqa", "-1"])
+    default = toy.TOY_PRESETS["default"]
+    assert default.data.vqa_kinds == ("count", "colour", "yesno", "relation", "has_shape", "has_colour")
+    assert default.data.vqa_merged is False and default.stage2.steps == 7200
     seen.clear()
     with pytest.raises(KeyboardInterrupt):
-        toy_main(["--existence-questions"])
-    assert seen["data"].vqa_kinds == ("count", "colour", "yesno", "relation", "has_shape", "has_colour")
-    assert seen["data"].vqa_questions == toy.TOY_PRESETS["default"].data.vqa_questions
+        toy_main(["--existence-questions", "--vqa-single"])  # the default, said out loud
+    assert "data" not in seen
+    with pytest.raises(KeyboardInterrupt):
+        toy_main(["--no-existence-questions"])
+    assert seen["data"].vqa_kinds == ("count", "colour", "yesno", "relation")
+    assert seen["data"].vqa_questions == default.data.vqa_questions and seen["data"].vqa_merged is False
     with pytest.raises(SystemExit):
         toy_main(["--existence-questions", "--vqa", "0"])  # no VQA records to put them in
     seen.clear()
@@ -196,10 +202,15 @@ def test_cli_toy_options_reach_the_run_config(monkeypatch):
     with pytest.raises(SystemExit):
         toy_main(["--lm-kinds", "vqa"])  # stage-2 data, not in lm.json
     seen.clear()
-    with pytest.raises(KeyboardInterrupt):
-        toy_main(["--vqa-single", "--stage2-steps", "7200"])
-    assert seen["data"].vqa_merged is False and seen["data"].vqa_questions == 8
-    assert seen["stage2"] == replace(toy.TOY_PRESETS["default"].stage2, steps=7200)
+    with pytest.raises(KeyboardInterrupt):  # the earlier default
+        toy_main(["--vqa-merged", "--no-existence-questions", "--stage2-steps", "3600"])
+    assert seen["data"].vqa_merged is True and seen["data"].vqa_questions == 8
+    assert seen["data"].vqa_kinds == ("count", "colour", "yesno", "relation")
+    assert seen["stage2"] == replace(default.stage2, steps=3600)
+    with pytest.raises(SystemExit):
+        toy_main(["--vqa-merged", "--vqa-single"])
+    with pytest.raises(SystemExit):
+        toy_main(["--vqa-merged", "--vqa", "0"])
     with pytest.raises(SystemExit):
         toy_main(["--stage2-steps", "0"])
     with pytest.raises(SystemExit):
