@@ -52,8 +52,8 @@ class ToyConfig:
     # paper's v1 data; docs/experiments.md, "How the default got to 0.70"). One record per question, as VQAv2
     # stores them (merged, a later turn can copy an earlier answer instead of looking), and about a third of
     # them one-attribute existence questions ("Is there a triangle in the image?"), stepping stones to the
-    # colour-and-shape yes/no question: together they took yes/no off chance at 6 training seeds of 7, where the
-    # merged records without them did at 2 of 3 (docs/experiments.md, 2026-12-03 (evening), part 5)
+    # colour-and-shape yes/no question: together they took yes/no above 0.8 at 6 training seeds of 7; merged
+    # records without them passed 0.75 at 2 seeds of 3 (docs/experiments.md, 2026-12-03 (evening), part 5)
     data: ToyDataConfig = field(default_factory=lambda: ToyDataConfig(
         n_train=6000, vqa_questions=8, vqa_kinds=EVAL_KINDS + EXISTENCE_KINDS, vqa_merged=False))
     vocab_size: int = 1024
