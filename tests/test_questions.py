@@ -144,3 +144,29 @@ def test_vqa_records_draw_existence_questions_only_when_asked(scenes):
     assert len(both) > len(default)
     with pytest.raises(ValueError, match="vqa_kinds.*'has_size'"):
         ToyDataConfig(vqa_kinds=("count", "has_size"))
+
+
+def test_balanced_short_answers_take_each_kind_in_turn(scenes):
+    """Balanced: no kind gets two more questions than another unless that one ran out of candidates; unbalanced,
+    yes/no and existence questions crowd out colour (what `ToyDataConfig.vqa_balanced` is for)."""
+    from minillava.data.questions import EXISTENCE_KINDS
+
+    builder, kinds = QuestionBuilder(), EVAL_KINDS + EXISTENCE_KINDS
+    totals = {False: Counter(), True: Counter()}
+    for i, scene in enumerate(scenes[:200]):
+        context = symbolic_context(scene)
+        rng = random.Random(i)  # the pool short_answers draws from, rebuilt with the same random state
+        pool = builder.questions(context, rng) + builder.existence(context, rng)
+        kind_of = {f"{q.question}\n{SHORT_ANSWER}": q.kind for q in pool if q.kind in kinds}
+        available = Counter(kind_of.values())
+        for balanced in (False, True):
+            turns = builder.short_answers(context, random.Random(i), 8, kinds, balanced)
+            assert len(turns) == len({q for q, _ in turns}) == min(8, sum(available.values()))
+            chosen = Counter(kind_of[q] for q, _ in turns)
+            totals[balanced].update(chosen)
+            if balanced:
+                for a in available:
+                    for b in available:
+                        assert chosen[a] >= chosen[b] - 1 or chosen[a] == available[a], (i, chosen, available)
+    share = {b: totals[b]["colour"] / sum(totals[b].values()) for b in totals}
+    assert share[True] > 1.3 * share[False]

@@ -7,6 +7,7 @@ changes the options name:
 
     python docs/lab/recipe_variants.py OUT --seed 0 --lr 2e-3
     python docs/lab/recipe_variants.py OUT --seed 0 --llm-layers 6
+    python docs/lab/recipe_variants.py OUT --seed 0 --balanced     # docs/experiments.md, 2026-12-03 (late night)
 """
 import argparse, json, os
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -22,10 +23,12 @@ p.add_argument("out"); p.add_argument("--seed", type=int, default=0)
 p.add_argument("--steps", type=int, default=7200); p.add_argument("--lr", type=float, default=None)
 p.add_argument("--llm-layers", type=int, default=None); p.add_argument("--vqa", type=int, default=None)
 p.add_argument("--merged", action="store_true", help="keep the preset's merged VQA records")
+p.add_argument("--balanced", action="store_true", help="VQA questions drawn round-robin over the kinds")
+p.add_argument("--no-count", action="store_true", help="no count questions among the VQA kinds")
 a = p.parse_args()
 
 cfg = TOY_PRESETS["default"]
-data = replace(cfg.data, vqa_kinds=EVAL_KINDS + EXISTENCE_KINDS, vqa_merged=a.merged,
+data = replace(cfg.data, vqa_kinds=tuple(k for k in EVAL_KINDS + EXISTENCE_KINDS if not (a.no_count and k == "count")), vqa_merged=a.merged, vqa_balanced=a.balanced,
                **({"vqa_questions": a.vqa} if a.vqa is not None else {}))
 stage2 = replace(cfg.stage2, steps=a.steps, **({"lr": a.lr} if a.lr is not None else {}))
 overrides = {**cfg.model_overrides, **({"llm.n_layers": a.llm_layers} if a.llm_layers else {})}

@@ -22,6 +22,7 @@ import math
 import random
 from collections import Counter
 from collections.abc import Sequence
+from itertools import zip_longest
 from dataclasses import dataclass
 
 from minillava.constants import SHORT_ANSWER, Turns
@@ -351,7 +352,8 @@ class QuestionBuilder:
                 out.append(Question(kind, EXISTENCE_PHRASINGS[kind].format(**{attr: v}), answer, sentence))
         return out
 
-    def short_answers(self, context: str, rng: random.Random, k: int, kinds: Sequence[str] = EVAL_KINDS) -> Turns:
+    def short_answers(self, context: str, rng: random.Random, k: int, kinds: Sequence[str] = EVAL_KINDS,
+                      balanced: bool = False) -> Turns:
         """LLaVA-1.5's academic-task VQA data in miniature: up to `k` distinct questions about the image, of the
         kinds a short-answer benchmark asks here (EVAL_KINDS), in random order and phrasing, each with the
         SHORT_ANSWER suffix and the exact short answer.
@@ -366,4 +368,9 @@ class QuestionBuilder:
         if set(kinds) & set(EXISTENCE_KINDS):  # drawn only when asked for, so the default records stay the same
             pool += [q for q in self.existence(context, rng) if q.kind in kinds]
         rng.shuffle(pool)
+        if balanced:  # round-robin over the kinds, so a kind with many candidates (yes/no) does not crowd out the rest
+            by_kind = {kind: [q for q in pool if q.kind == kind] for kind in kinds}
+            queues = [by_kind[kind] for kind in rng.sample(list(kinds), len(kinds)) if by_kind[kind]]
+            pool = [q for rank in zip_longest(*queues) for q in rank if q is not None][:k]
+            rng.shuffle(pool)  # the turns of a merged record in random order, not kind by kind
         return [(f"{q.question}\n{SHORT_ANSWER}", q.answer) for q in pool[:k]]

@@ -80,10 +80,11 @@ class ToyTeacher:
         """One question per evaluated kind (skipping unsupported ones), first phrasing."""
         return self.builder.eval_questions(context, rng)
 
-    def short_answers(self, context: str, rng: random.Random, k: int, kinds: Sequence[str] = EVAL_KINDS) -> Turns:
+    def short_answers(self, context: str, rng: random.Random, k: int, kinds: Sequence[str] = EVAL_KINDS,
+                      balanced: bool = False) -> Turns:
         """Up to `k` distinct questions of `kinds` (by default the evaluated ones) with the SHORT_ANSWER suffix: a
-        LLaVA-1.5-style VQA record."""
-        return self.builder.short_answers(context, rng, k, kinds)
+        LLaVA-1.5-style VQA record; `balanced`: about as many of each kind."""
+        return self.builder.short_answers(context, rng, k, kinds, balanced)
 
     # -- the paper's three response types, plus stage-1 captions -------------
 

@@ -51,6 +51,10 @@ class ToyDataConfig:
     # often be answered by copying an earlier turn's text instead of looking at the image (docs/experiments.md,
     # 2026-12-03, "What caps colour and relations")
     vqa_merged: bool = True
+    # True: an image's VQA questions drawn round-robin over `vqa_kinds` (about as many of each kind). False: drawn
+    # uniformly from all candidates, where yes/no and existence questions (one per object, attribute and absent
+    # one) outnumber colour questions (one per unique shape) about 8 to 1
+    vqa_balanced: bool = False
     # Share of lm.json that is caption pairs; the rest follows `mix`. Captions are
     # there so the language model has seen stage-1 text before stage 1.
     lm_caption_share: float = 0.25
@@ -76,10 +80,10 @@ def vqa_record(teacher: ToyTeacher, scene_id: str, image: str, context: str, k: 
 
 
 def vqa_records(teacher: ToyTeacher, scene_id: str, image: str, context: str, k: int, seed: int,
-                kinds: tuple[str, ...] = EVAL_KINDS, merged: bool = True) -> list[dict]:
+                kinds: tuple[str, ...] = EVAL_KINDS, merged: bool = True, balanced: bool = False) -> list[dict]:
     """The image's short-answer questions: one record of up to `k` turns if `merged`, else one single-question
     record per turn (ids "<scene>-vqa-<j>"), the same questions in the same order."""
-    turns = teacher.short_answers(context, record_rng("vqa", seed, scene_id), k, kinds)
+    turns = teacher.short_answers(context, record_rng("vqa", seed, scene_id), k, kinds, balanced)
     if merged:
         return [make_record(f"{scene_id}-vqa", "vqa", turns, image)]
     return [make_record(f"{scene_id}-vqa-{j}", "vqa", [turn], image) for j, turn in enumerate(turns)]
@@ -138,7 +142,7 @@ def generate_toy_data(out_dir: Path, cfg: ToyDataConfig, progress: bool = False)
         for record, im in zip(json.loads(paths["stage2"].read_text()), source.images, strict=True):
             assert record["image"] == im.image, (record["id"], im.image)  # the pipeline writes in image order
             stage2 += [record, *vqa_records(teacher, im.id, im.image, im.context, cfg.vqa_questions, cfg.seed,
-                                            cfg.vqa_kinds, cfg.vqa_merged)]
+                                            cfg.vqa_kinds, cfg.vqa_merged, cfg.vqa_balanced)]
         write_json(paths["stage2"], stage2)
 
     eval_items = []
