@@ -155,7 +155,12 @@ def toy_main(argv: list[str]) -> None:
                              "copy from an earlier turn, and short sequences")
     layout.add_argument("--vqa-merged", dest="vqa_merged", action="store_true", default=None,
                         help="all of an image's VQA questions in one conversation, as LLaVA-1.5 merged them (the "
-                             "earlier default: --vqa-merged --no-existence-questions --stage2-steps 3600)")
+                             "default before last: --vqa-merged --no-existence-questions --no-vqa-balanced "
+                             "--stage2-steps 3600)")
+    parser.add_argument("--vqa-balanced", action=argparse.BooleanOptionalAction, default=None,
+                        help="draw an image's VQA questions round-robin over the question kinds, so that yes/no and "
+                             "existence questions (one per object, attribute and absent one) do not crowd out colour "
+                             "and relation questions (default: yes; docs/experiments.md, 2026-12-03 (late night))")
     parser.add_argument("--template", choices=sorted(TEMPLATES), default=None,
                         help="chat template of the tokenizer, the language model, stage 1, stage 2 and evaluation "
                              "(default: the preset's)")
@@ -197,6 +202,10 @@ def toy_main(argv: list[str]) -> None:
         if data.vqa_questions == 0:
             parser.error(f"--vqa-{'merged' if args.vqa_merged else 'single'} needs VQA records (--vqa K with K > 0)")
         data = replace(data, vqa_merged=args.vqa_merged)
+    if args.vqa_balanced is not None:
+        if data.vqa_questions == 0:
+            parser.error(f"--{'' if args.vqa_balanced else 'no-'}vqa-balanced needs VQA records (--vqa K with K > 0)")
+        data = replace(data, vqa_balanced=args.vqa_balanced)
     if data != TOY_PRESETS[preset].data:
         options["data"] = data
     if args.projector:

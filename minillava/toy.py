@@ -53,9 +53,12 @@ class ToyConfig:
     # stores them (merged, a later turn can copy an earlier answer instead of looking), and about a third of
     # them one-attribute existence questions ("Is there a triangle in the image?"), stepping stones to the
     # colour-and-shape yes/no question: together they took yes/no above 0.8 at 6 training seeds of 7; merged
-    # records without them passed 0.75 at 2 seeds of 3 (docs/experiments.md, 2026-12-03 (evening), part 5)
+    # records without them passed 0.75 at 2 seeds of 3 (docs/experiments.md, 2026-12-03 (evening), part 5).
+    # Drawn round-robin over the kinds (vqa_balanced): drawn from all candidates alike, yes/no and existence
+    # questions took 69% of the records and colour 9%, and colour and relations were starved of the lookups they
+    # need (docs/experiments.md, 2026-12-03 (late night))
     data: ToyDataConfig = field(default_factory=lambda: ToyDataConfig(
-        n_train=6000, vqa_questions=8, vqa_kinds=EVAL_KINDS + EXISTENCE_KINDS, vqa_merged=False))
+        n_train=6000, vqa_questions=8, vqa_kinds=EVAL_KINDS + EXISTENCE_KINDS, vqa_merged=False, vqa_balanced=True))
     vocab_size: int = 1024
     # lr 5e-4: at 2e-3 the contrastive loss can sit on its ln(batch) plateau for the whole run, depending on seed
     # and tokenizer (docs/experiments.md, "What is known about yes/no")
@@ -112,7 +115,7 @@ TOY_PRESETS: dict[str, ToyConfig] = {
     "default": ToyConfig(),
     "quick": ToyConfig(
         data=ToyDataConfig(n_train=1200, n_eval=60, n_lm=1200, vqa_questions=8, vqa_kinds=EVAL_KINDS + EXISTENCE_KINDS,
-                           vqa_merged=False),
+                           vqa_merged=False, vqa_balanced=True),
         clip=StageConfig(steps=40, batch_size=64, lr=5e-4, warmup_ratio=0.1),
         lm=StageConfig(steps=60, batch_size=32, lr=3e-3, warmup_ratio=0.05),
         stage1=StageConfig(steps=20, batch_size=64, lr=2e-3),

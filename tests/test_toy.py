@@ -184,7 +184,16 @@ def test_cli_toy_options_reach_the_run_config(monkeypatch):
         toy_main(["--vqa", "-1"])
     default = toy.TOY_PRESETS["default"]
     assert default.data.vqa_kinds == ("count", "colour", "yesno", "relation", "has_shape", "has_colour")
-    assert default.data.vqa_merged is False and default.stage2.steps == 7200
+    assert default.data.vqa_merged is False and default.data.vqa_balanced is True and default.stage2.steps == 7200
+    seen.clear()
+    with pytest.raises(KeyboardInterrupt):
+        toy_main(["--vqa-balanced"])  # the default, said out loud
+    assert "data" not in seen
+    with pytest.raises(KeyboardInterrupt):
+        toy_main(["--no-vqa-balanced"])
+    assert seen["data"] == replace(default.data, vqa_balanced=False)
+    with pytest.raises(SystemExit):
+        toy_main(["--vqa-balanced", "--vqa", "0"])  # nothing to balance
     seen.clear()
     with pytest.raises(KeyboardInterrupt):
         toy_main(["--existence-questions", "--vqa-single"])  # the default, said out loud
@@ -203,8 +212,8 @@ def test_cli_toy_options_reach_the_run_config(monkeypatch):
         toy_main(["--lm-kinds", "vqa"])  # stage-2 data, not in lm.json
     seen.clear()
     with pytest.raises(KeyboardInterrupt):  # the earlier default
-        toy_main(["--vqa-merged", "--no-existence-questions", "--stage2-steps", "3600"])
-    assert seen["data"].vqa_merged is True and seen["data"].vqa_questions == 8
+        toy_main(["--vqa-merged", "--no-existence-questions", "--no-vqa-balanced", "--stage2-steps", "3600"])
+    assert seen["data"].vqa_merged is True and seen["data"].vqa_questions == 8 and seen["data"].vqa_balanced is False
     assert seen["data"].vqa_kinds == ("count", "colour", "yesno", "relation")
     assert seen["stage2"] == replace(default.stage2, steps=3600)
     with pytest.raises(SystemExit):
