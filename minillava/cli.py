@@ -192,19 +192,22 @@ def toy_main(argv: list[str]) -> None:
     data = TOY_PRESETS[preset].data
     if args.vqa is not None:
         data = replace(data, vqa_questions=args.vqa)
+
+    def needs_vqa(flag: str) -> None:
+        if data.vqa_questions == 0:
+            parser.error(f"{flag} needs VQA records (--vqa K with K > 0)")
+
     if args.existence_questions is not None:
         from .data.questions import EVAL_KINDS, EXISTENCE_KINDS
 
-        if args.existence_questions and data.vqa_questions == 0:
-            parser.error("--existence-questions needs VQA records (--vqa K with K > 0)")
+        if args.existence_questions:
+            needs_vqa("--existence-questions")
         data = replace(data, vqa_kinds=EVAL_KINDS + EXISTENCE_KINDS if args.existence_questions else EVAL_KINDS)
     if args.vqa_merged is not None:
-        if data.vqa_questions == 0:
-            parser.error(f"--vqa-{'merged' if args.vqa_merged else 'single'} needs VQA records (--vqa K with K > 0)")
+        needs_vqa(f"--vqa-{'merged' if args.vqa_merged else 'single'}")
         data = replace(data, vqa_merged=args.vqa_merged)
     if args.vqa_balanced is not None:
-        if data.vqa_questions == 0:
-            parser.error(f"--{'' if args.vqa_balanced else 'no-'}vqa-balanced needs VQA records (--vqa K with K > 0)")
+        needs_vqa(f"--{'' if args.vqa_balanced else 'no-'}vqa-balanced")
         data = replace(data, vqa_balanced=args.vqa_balanced)
     if data != TOY_PRESETS[preset].data:
         options["data"] = data

@@ -28,7 +28,8 @@ p.add_argument("--no-count", action="store_true", help="no count questions among
 a = p.parse_args()
 
 cfg = TOY_PRESETS["default"]
-data = replace(cfg.data, vqa_kinds=tuple(k for k in EVAL_KINDS + EXISTENCE_KINDS if not (a.no_count and k == "count")), vqa_merged=a.merged, vqa_balanced=a.balanced,
+kinds = tuple(k for k in EVAL_KINDS + EXISTENCE_KINDS if not (a.no_count and k == "count"))
+data = replace(cfg.data, vqa_kinds=kinds, vqa_merged=a.merged, vqa_balanced=a.balanced,
                **({"vqa_questions": a.vqa} if a.vqa is not None else {}))
 stage2 = replace(cfg.stage2, steps=a.steps, **({"lr": a.lr} if a.lr is not None else {}))
 overrides = {**cfg.model_overrides, **({"llm.n_layers": a.llm_layers} if a.llm_layers else {})}

@@ -22,8 +22,8 @@ import math
 import random
 from collections import Counter
 from collections.abc import Sequence
-from itertools import zip_longest
 from dataclasses import dataclass
+from itertools import zip_longest
 
 from minillava.constants import SHORT_ANSWER, Turns
 from minillava.data.context import join_words, parse_box_line
@@ -359,8 +359,10 @@ class QuestionBuilder:
         SHORT_ANSWER suffix and the exact short answer.
 
         LLaVA-1.5 merged all of an image's VQAv2 / GQA questions into one conversation and prompted them with
-        this suffix, because the v1 model answered short-answer benchmarks in sentences. About half of the
-        questions here are yes/no (one per object and as many about absent ones; VQAv2 has 38%).
+        this suffix, because the v1 model answered short-answer benchmarks in sentences. Drawn from all candidates
+        alike, about half of the questions here are yes/no (one per object and as many about absent ones; VQAv2 has
+        38%); `balanced` takes the kinds in turn instead (one of each, then a second of each, ...), so that a kind
+        with few candidates per scene (colour: one per shape that occurs once) is not crowded out.
         """
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
