@@ -15,8 +15,9 @@ For each training seed, one `minillava toy` run (data, tokenizer, stage 0, stage
 
 Stage 0 (the toy CLIP and the toy LLM, our stand-ins for the released CLIP and Vicuna) is trained once per seed and
 shared by all of that seed's variants. Every job writes its result to `<out>/seed-<s>/results/<job>.json` and is
-skipped when that file exists, so an interrupted ablation resumes where it stopped. The jobs of a wave run side by
-side in `workers` processes of one thread each (see `ToyConfig.workers` for why that pays on 2 cores).
+skipped when that file exists (a toy run when its report.json does), so an interrupted ablation resumes where it
+stopped. All jobs, the toy runs too, run side by side in `workers` processes of one thread each (see
+`ToyConfig.workers` for why that pays on 2 cores); a seed's variants start as soon as its toy run ends.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import math
 import multiprocessing
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -222,9 +223,18 @@ def job_sqa(acfg: AblateConfig, root: Path, seed: int, variant: str) -> dict:
 
 
 def _job(acfg: AblateConfig, root: Path, seed: int, kind: str, variant: str) -> tuple[str, float]:
-    """One job in a worker process: run it unless its result is already on disk."""
+    """One job in a worker process: run it unless its result is already on disk. Kind "toy" is the seed's
+    `minillava toy` run (the base of its variants, done when its report.json exists); "data" and "sqa" are
+    variants, done when their result file exists."""
     torch.set_num_threads(1)
     quiet_lightning()
+    if kind == "toy":
+        path = _seed_dir(root, seed) / "toy" / "report.json"
+        if path.exists():
+            return str(path), 0.0
+        t0 = time.perf_counter()
+        ToyRun(_toy_cfg(acfg, seed), path.parent, progress=False).run()
+        return str(path), round(time.perf_counter() - t0, 1)
     path = _seed_dir(root, seed) / "results" / f"{kind}-{slug(variant)}.json"
     if path.exists():
         return str(path), 0.0
@@ -266,28 +276,43 @@ def run_ablation(acfg: AblateConfig, root: str | Path, progress: bool = True) ->
         if progress:
             print(f"[ablate {time.perf_counter() - t0:5.0f}s] {msg}", flush=True)
 
-    toy_reports = {}
-    for seed in acfg.seeds:  # one toy run per seed; its stage-0 pair runs side by side inside it
-        run_dir = _seed_dir(root, seed) / "toy"
-        if not (run_dir / "report.json").exists():
-            log(f"seed {seed}: minillava toy --seed {seed}")
-            ToyRun(replace(acfg.toy, seed=seed, workers=acfg.workers), run_dir, progress=False).run()
-        toy_reports[seed] = json.loads((run_dir / "report.json").read_text())
-        log(f"seed {seed}: toy overall {toy_reports[seed]['accuracy']['overall']:.3f}")
-    write_eval_sets(acfg, root, _seed_dir(root, acfg.seeds[0]) / "toy")
-
-    jobs = [(seed, "data", v) for seed in acfg.seeds for v in DATA_VARIANTS]
-    jobs += [(seed, "sqa", v) for seed in acfg.seeds for v in SQA_VARIANTS]
+    # One pool for everything: each seed's toy run is a one-thread job like its variants, and a seed's variants
+    # are queued as soon as its toy run ends, so no core idles while the last toy runs finish (a toy run on its
+    # own, with its stage-0 pair side by side, leaves one core idle through stages 1 and 2).
+    variants = {seed: [("data", v) for v in DATA_VARIANTS] + [("sqa", v) for v in SQA_VARIANTS]
+                for seed in acfg.seeds}
+    toy_reports: dict[int, dict] = {}
     n = max(1, min(acfg.workers, os.cpu_count() or 1))
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=n, mp_context=context) as pool:
-        futures = {pool.submit(_job, acfg, root, seed, kind, v): (seed, kind, v) for seed, kind, v in jobs}
-        for future, (seed, kind, v) in futures.items():
-            try:
-                path, seconds = future.result()
-            except Exception as err:
-                raise RuntimeError(f"ablation job seed {seed} {kind} {v!r} in {root} failed: {err}") from err
-            log(f"seed {seed}: {kind} {v} done ({seconds:.0f}s)")
+        pending: dict[Future, tuple[int, str, str]] = {}
+
+        def submit(seed: int, kind: str, variant: str) -> None:
+            pending[pool.submit(_job, acfg, root, seed, kind, variant)] = (seed, kind, variant)
+
+        for seed in acfg.seeds:
+            if not (_seed_dir(root, seed) / "toy" / "report.json").exists():
+                log(f"seed {seed}: minillava toy --seed {seed}")
+            submit(seed, "toy", "")
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in sorted(done, key=lambda f: pending[f]):
+                seed, kind, v = pending.pop(future)
+                try:
+                    path, seconds = future.result()
+                except Exception as err:
+                    name = "toy run" if kind == "toy" else f"{kind} {v!r}"
+                    raise RuntimeError(f"ablation job seed {seed} {name} in {root} failed: {err}") from err
+                if kind != "toy":
+                    log(f"seed {seed}: {kind} {v} done ({seconds:.0f}s)")
+                    continue
+                toy_reports[seed] = json.loads(Path(path).read_text())
+                log(f"seed {seed}: toy overall {toy_reports[seed]['accuracy']['overall']:.3f} ({seconds:.0f}s)")
+                if len(toy_reports) == 1:  # the eval sets come from the data, which every seed shares
+                    write_eval_sets(acfg, root, Path(path).parent)
+                for kind_, variant in variants[seed]:
+                    submit(seed, kind_, variant)
+    toy_reports = {seed: toy_reports[seed] for seed in acfg.seeds}
     table = summarise(acfg, root, toy_reports)
     table["seconds"] = round(time.perf_counter() - t0, 1)
     write_tables(root, table)

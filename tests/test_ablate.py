@@ -53,7 +53,8 @@ def test_tables_show_ours_beside_the_papers_numbers():
 @pytest.mark.slow
 def test_quick_ablation_runs_every_path_and_resumes(tmp_path):
     out = tmp_path / "ablate"
-    cmd = [sys.executable, "-m", "minillava", "ablate", "--quick", "--out", str(out)]
+    # two seeds: a seed's variants are queued when its toy run ends, beside the other seed's toy run
+    cmd = [sys.executable, "-m", "minillava", "ablate", "--quick", "--seeds", "0", "1", "--out", str(out)]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     table = json.loads((out / "ablation.json").read_text())
@@ -61,11 +62,11 @@ def test_quick_ablation_runs_every_path_and_resumes(tmp_path):
     assert set(table["pope"]) == set(POPE_SETTINGS)
     for v in DATA_VARIANTS:
         overall = table["data"][v]["overall"]
-        assert len(overall["values"]) == 1 and 0 <= overall["mean"] <= 100
+        assert len(overall["values"]) == 2 and 0 <= overall["mean"] <= 100
     for name in ("ablation.md", "ablation.png"):
         assert (out / name).is_file()
-    results = sorted((out / "seed-0" / "results").glob("*.json"))
-    assert len(results) == len(DATA_VARIANTS) + len(SQA_VARIANTS)
+    results = sorted(out.glob("seed-*/results/*.json"))
+    assert len(results) == 2 * (len(DATA_VARIANTS) + len(SQA_VARIANTS))
     smaller = json.loads((out / "seed-0" / "results" / "sqa-smaller-LLM.json").read_text())
     assert "text_only" in smaller  # the smaller LLM's own stage 0 was trained and measured
     # a second call finds every result on disk and only rebuilds the tables
