@@ -147,8 +147,9 @@ def test_vqa_records_draw_existence_questions_only_when_asked(scenes):
 
 
 def test_balanced_short_answers_take_each_kind_in_turn(scenes):
-    """Balanced: no kind gets two more questions than another unless that one ran out of candidates; unbalanced,
-    yes/no and existence questions crowd out colour (what `ToyDataConfig.vqa_balanced` is for)."""
+    """Balanced: no kind gets two more questions than another unless that one ran out of candidates, the two
+    existence kinds counting as one; unbalanced, yes/no and existence questions crowd out colour (what
+    `ToyDataConfig.vqa_balanced` is for)."""
     from minillava.data.questions import EXISTENCE_KINDS
 
     builder, kinds = QuestionBuilder(), EVAL_KINDS + EXISTENCE_KINDS
@@ -157,7 +158,8 @@ def test_balanced_short_answers_take_each_kind_in_turn(scenes):
         context = symbolic_context(scene)
         rng = random.Random(i)  # the pool short_answers draws from, rebuilt with the same random state
         pool = builder.questions(context, rng) + builder.existence(context, rng)
-        kind_of = {f"{q.question}\n{SHORT_ANSWER}": q.kind for q in pool if q.kind in kinds}
+        group = {k: "existence" if k in EXISTENCE_KINDS else k for k in kinds}
+        kind_of = {f"{q.question}\n{SHORT_ANSWER}": group[q.kind] for q in pool if q.kind in kinds}
         available = Counter(kind_of.values())
         for balanced in (False, True):
             turns = builder.short_answers(context, random.Random(i), 8, kinds, balanced)
@@ -168,5 +170,6 @@ def test_balanced_short_answers_take_each_kind_in_turn(scenes):
                 for a in available:
                     for b in available:
                         assert chosen[a] >= chosen[b] - 1 or chosen[a] == available[a], (i, chosen, available)
-    share = {b: totals[b]["colour"] / sum(totals[b].values()) for b in totals}
-    assert share[True] > 1.3 * share[False]
+    share = {b: {k: totals[b][k] / sum(totals[b].values()) for k in ("colour", "existence")} for b in totals}
+    assert share[True]["colour"] > 1.3 * share[False]["colour"]
+    assert share[True]["existence"] < 0.85 * share[False]["existence"]

@@ -43,6 +43,13 @@ QUESTION_KINDS = EVAL_KINDS + ATTRIBUTE_KINDS + PLACE_KINDS
 # `ToyDataConfig.vqa_kinds` can add them to the short-answer VQA records (docs/experiments.md, 2026-12-03: they
 # are stepping stones to the colour-and-shape yes/no question, which alone sits on a saddle).
 EXISTENCE_KINDS = ("has_shape", "has_colour")
+
+
+def _balance_group(kind: str) -> str:
+    """The turn a kind takes in balanced short answers: one for each kind, one for all existence kinds."""
+    return "existence" if kind in EXISTENCE_KINDS else kind
+
+
 EXISTENCE_PHRASINGS = {"has_shape": "Is there a {shape} in the image?",
                        "has_colour": "Is there a {colour} object in the image?"}
 
@@ -362,7 +369,8 @@ class QuestionBuilder:
         this suffix, because the v1 model answered short-answer benchmarks in sentences. Drawn from all candidates
         alike, about half of the questions here are yes/no (one per object and as many about absent ones; VQAv2 has
         38%); `balanced` takes the kinds in turn instead (one of each, then a second of each, ...), so that a kind
-        with few candidates per scene (colour: one per shape that occurs once) is not crowded out.
+        with few candidates per scene (colour: one per shape that occurs once) is not crowded out. The existence
+        kinds take one turn between them: they are stepping stones, not what the evaluation asks.
         """
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
@@ -371,8 +379,9 @@ class QuestionBuilder:
             pool += [q for q in self.existence(context, rng) if q.kind in kinds]
         rng.shuffle(pool)
         if balanced:  # round-robin over the kinds, so a kind with many candidates (yes/no) does not crowd out the rest
-            by_kind = {kind: [q for q in pool if q.kind == kind] for kind in kinds}
-            queues = [by_kind[kind] for kind in rng.sample(list(kinds), len(kinds)) if by_kind[kind]]
+            groups = list(dict.fromkeys(_balance_group(kind) for kind in kinds))
+            by_group = {g: [q for q in pool if _balance_group(q.kind) == g] for g in groups}
+            queues = [by_group[g] for g in rng.sample(groups, len(groups)) if by_group[g]]
             pool = [q for rank in zip_longest(*queues) for q in rank if q is not None][:k]
             rng.shuffle(pool)  # the turns of a merged record in random order, not kind by kind
         return [(f"{q.question}\n{SHORT_ANSWER}", q.answer) for q in pool[:k]]
