@@ -8,6 +8,11 @@ changes the options name:
     python docs/lab/recipe_variants.py OUT --seed 0 --lr 2e-3
     python docs/lab/recipe_variants.py OUT --seed 0 --llm-layers 6
     python docs/lab/recipe_variants.py OUT --seed 0 --balanced     # docs/experiments.md, 2026-12-03 (late night)
+
+`--balanced` sets `vqa_balanced`, whose meaning moved with the code: as of commit f08f3f4 the two existence kinds
+take one turn between them (docs/experiments.md, 2026-12-04), so `--balanced --seed S` is the current default's
+stage 2 (seeds 1 and 2 of that entry). The 2026-12-03 (late night) rows, one turn per existence kind, need
+commit 7e9cb47.
 """
 import argparse, json, os
 os.environ.setdefault("OMP_NUM_THREADS", "1")
