@@ -26,7 +26,8 @@ from pathlib import Path
 import torch
 
 from .evaluate import evaluate_exact_match
-from .finetune import FinetuneDataModule, FinetuneModule, _write_template, load_released, read_released
+from .finetune import FinetuneDataModule, FinetuneModule
+from .released import load_released, read_released, write_template
 from .checkpoints import save_llava
 from .toy import load_stage2_model, quiet_lightning
 
@@ -81,7 +82,7 @@ def run_flow(run: str | Path, out: str | Path, steps: int = 150, batch_size: int
     model, tok = load_stage2_model(run)
     base = out / "toy-llava"
     save_llava(base, model.cfg, model.state_dict(), run / "tokenizer")
-    _write_template(base, "v0")
+    write_template(base, "v0")
     train_json, new = skill_data(run, out)
     old = json.loads((run / "data" / "eval.json").read_text())[:n_old]
     started = time.time()

@@ -172,7 +172,7 @@ def make_plan(setup: Setup, gpu: str = "a100-80gb", mfu: float = 0.4, peak_tflop
         raise ValueError(f"--mfu must be in (0, 1], got {mfu}")
     cfg = override(llava_preset(setup.preset), setup.overrides)
     if setup.init_from and Path(setup.init_from).is_dir():  # the checkpoint is here: its own configuration
-        from .finetune import read_released
+        from .released import read_released
 
         cfg = override(read_released(setup.init_from).cfg, setup.overrides)
     counts = count_params(cfg)

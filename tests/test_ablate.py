@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from minillava.ablate import (DATA_VARIANTS, PAPER, POPE_SETTINGS, SQA_VARIANTS, direction, format_tables, mean_std,
-                              slug)
+from minillava.ablate import DATA_VARIANTS, PAPER, POPE_SETTINGS, SQA_VARIANTS, slug
+from minillava.ablate_tables import direction, format_tables, mean_std
 
 
 def test_slugs_are_distinct_file_names():

@@ -1,217 +1,24 @@
 """The rule-based LLaVA-Bench judge: no model at all (the ``Judge`` interface of ``judges``).
 
-It parses the scene's exact truth from the context's box lines, extracts the claims an answer makes with a small
-set of patterns, checks each against the truth, and scores what the question asks for (coverage) and how much of
-what was said is true (precision). See ``RuleJudge``'s docstring.
-
-One module of ~590 lines on purpose: the claim patterns, the scene's truth and the scoring share one vocabulary
-(``Claim`` kinds and their flips), and a change to one is a change to the others.
+It parses the scene's exact truth from the context's box lines, extracts the claims an answer makes with the
+patterns of ``claims``, checks each against the truth, and scores what the question asks for (coverage) and how
+much of what was said is true (precision). See ``RuleJudge``'s docstring.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from itertools import pairwise
 from string import Formatter
 
 from minillava.data.context import join_words
 from minillava.data.questions import PHRASINGS, ContextObject, QuestionBuilder
-from minillava.data.world import (COLOURS, COLUMN_NAMES, ROW_NAMES, SHAPE_PLURALS, SHAPES, SIZES, column_names,
-                                   row_names)
+from minillava.data.world import SHAPE_PLURALS, row_names
 
+from .claims import (COLOUR, NAME, PLURAL, SHAPE, SHORT_WORDS, SIDE_FLIP, SIZE, SIZE_FLIP, VERTICAL_FLIP, Claim,
+                     Patterns, describe, normalise_text, pair_claim, short_form, singular)
 from .judges import Review, _check_kind
-
-# -- the rule judge: vocabulary and patterns ---------------------------------------------------------------------
-
-_NUMBERS = {"no": 0, "zero": 0, "none": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6,
-            "seven": 7, "eight": 8, "nine": 9, "ten": 10}
-NUM = r"(\d+|" + "|".join(_NUMBERS) + r")"
-COLOUR = "(?:" + "|".join(COLOURS) + ")"
-SHAPE = "(?:" + "|".join(SHAPES) + ")"
-SIZE = "(?:" + "|".join(SIZES) + ")"
-NAME = f"{COLOUR} {SHAPE}"
-# an object named in a sentence, optionally with an article and a size: "the red circle", "a large blue square"
-OBJ = rf"(?:(?:the|a|an) )?(?:{SIZE} )?({NAME})"
-OBJ_LIST = rf"(?:(?:the|a|an) )?(?:{SIZE} )?{NAME}(?:(?:, | and |, and )(?:(?:the|a|an) )?(?:{SIZE} )?{NAME})*"
-PLURAL = "(" + "|".join(SHAPE_PLURALS.values()) + rf"|{COLOUR} objects)"  # "circles", "red objects"
-# the words a bare short answer is made of ("3", "blue square", "upper centre left", "red circle and blue square")
-_SHORT_WORDS = ({str(i) for i in range(11)} | set(COLOURS) | set(SHAPES) | set(SIZES) | {"yes", "no", "nothing", "and"}
-                | {w for rows in ROW_NAMES.values() for r in rows for w in r.split()}
-                | {w for cols in COLUMN_NAMES.values() for c in cols for w in c.split()})
-
-
-def _num(word: str) -> int:
-    return int(word) if word.isdigit() else _NUMBERS[word]
-
-
-def _names(text: str) -> list[str]:
-    return re.findall(NAME, text)
-
-
-def _singular(plural: str) -> str:
-    """"circles" -> "circle", "red objects" -> "red"; the filter a count is taken over."""
-    for shape, p in SHAPE_PLURALS.items():
-        if plural == p:
-            return shape
-    return plural.split()[0]
-
-
-Claim = tuple[tuple, object]  # (key, value): ("colour", "circle"), "red"
-
-
-def _pair(kind: str, a: str, b: str, value: str, flip: dict[str, str]) -> Claim:
-    """A claim about two objects, written with the names in alphabetical order (value flipped to match)."""
-    if a <= b:
-        return (kind, a, b), value
-    return (kind, b, a), flip.get(value, value)
-
-
-_SIDE_FLIP = {"left": "right", "right": "left"}
-_VERTICAL_FLIP = {"above": "below", "below": "above", "not above": "not below", "not below": "not above"}
-_SIZE_FLIP = {"larger": "smaller", "smaller": "larger", "not larger": "not smaller", "not smaller": "not larger"}
-
-
-class _Patterns:
-    """The claims an answer's sentences make, each a (key, value) pair; see ``RuleJudge``."""
-
-    def __init__(self, n_columns: int, n_rows: int) -> None:
-        self.rows = row_names(n_rows)
-        positions = [f"{r} {c}" for r in self.rows for c in column_names(n_columns)]
-        pos = "(" + "|".join(sorted(positions, key=len, reverse=True)) + ")"
-        row = "(" + "|".join(self.rows) + ")"
-        # each rule: a pattern and what one match claims; applied with finditer to every sentence
-        self.rules: list[tuple[re.Pattern, Callable[[re.Match], Iterator[Claim]]]] = [(re.compile(p), f) for p, f in [
-            # counts: "There are 3 objects", "There is 1 red object", "There are no circles"
-            (rf"\bthere (?:is|are) {NUM} (?:({COLOUR}|{SIZE}) )?(objects?|shapes?|{SHAPE}s?)\b", self._count),
-            (rf"\b{NUM} of the (?:objects|shapes) (?:is|are) ({COLOUR}|{SIZE})\b",
-             lambda m: iter([(("count", m[2]), _num(m[1]))])),
-            (rf"\b{NUM} objects? (?:is|are) ({COLOUR}|{SIZE})\b", lambda m: iter([(("count", m[2]), _num(m[1]))])),
-            (rf"\b(?:all of them|they|all the objects|all objects) are (?:all )?({COLOUR}|{SIZE})\b",
-             lambda m: iter([(("count", m[1]), "all")])),
-            (rf"\bevery object (?:in the image )?is ({COLOUR}|{SIZE})\b", lambda m: iter([(("count", m[1]), "all")])),
-            (rf"\bno object is ({COLOUR}|{SIZE})\b", lambda m: iter([(("count", m[1]), 0)])),
-            (r"\bevery object has a different colour\b", lambda m: iter([(("distinct_colours",), True)])),
-            (rf"\bthat is {NUM} different colours?\b", lambda m: iter([(("n_colours",), _num(m[1]))])),
-            (r"\bthe objects are not all the same colour\b", lambda m: iter([(("same_colour",), False)])),
-            (r"\ball (?:of )?the objects are the same colour\b", lambda m: iter([(("same_colour",), True)])),
-            (r"\bthe colours from left to right are ([a-z ,]+)",
-             lambda m: iter([(("colour_order",), tuple(re.findall(COLOUR, m[1])))])),
-            (rf"\bthere are (not )?more {PLURAL} than {PLURAL}",
-             lambda m: iter([(("more", _singular(m[2]), _singular(m[3])), not m[1])])),
-            # attributes: "The circle is red", "The red object is a circle", "the red circle is large"
-            (rf"\bthe ({SHAPE}) is ({COLOUR})\b", lambda m: iter([(("colour", m[1]), m[2])])),
-            (rf"\bthe ({COLOUR}) object is an? ({SHAPE})\b", lambda m: iter([(("shape", m[1]), m[2])])),
-            (rf"{OBJ} is ({SIZE})\b", lambda m: iter([(("size", m[1]), m[2])])),
-            (rf"\bthe ({SIZE}) objects are:? ({OBJ_LIST})", lambda m: ((("size", n), m[1]) for n in _names(m[2]))),
-            (rf"{OBJ} (?:is |sits )?at the {pos}\b", lambda m: iter([(("position", m[1]), m[2])])),
-            # places: rows, neighbours, sides, heights, extremes, "between"
-            (rf"\b({OBJ_LIST}|nothing) (?:is|are) in the {row} row\b", self._row),
-            (rf"\bthey are all in the {row} row\b", lambda m: iter([(("row_all",), m[1])])),
-            (rf"{OBJ} is directly to the (left|right) of {OBJ}",
-             lambda m: iter([(("neighbour", m[2], m[3]), m[1])])),
-            (rf"{OBJ} is (?:to|on) the (left|right)(?: side)? of {OBJ}",
-             lambda m: iter([_pair("side", m[1], m[3], m[2], _SIDE_FLIP)])),
-            (rf"{OBJ} is (not )?(above|below|higher(?: up)? than|lower than) {OBJ}", self._vertical),
-            (rf"{OBJ} and {OBJ} are in the same row\b", lambda m: iter([_pair("vertical", m[1], m[2], "same", {})])),
-            (rf"{OBJ} is (not )?(larger|bigger|smaller) than {OBJ}", self._larger),
-            (r"\bthey are the same size\b", lambda m: iter([])),  # refers back two objects: not checked
-            (rf"{OBJ} is (?:the )?furthest to the (left|right)\b", lambda m: iter([(("extreme", m[2]), m[1])])),
-            (rf"\bthe (left|right)most object is {OBJ}", lambda m: iter([(("extreme", m[1]), m[2])])),
-            (rf"\b({OBJ_LIST}) (?:is|are) the highest\b", lambda m: iter([(("highest",), frozenset(_names(m[1])))])),
-            (rf"\b({OBJ_LIST}|nothing) (?:lies|lie|is|are) between {OBJ} and {OBJ}",
-             lambda m: iter([(("between",) + tuple(sorted((m[2], m[3]))), frozenset(_names(m[1])))])),
-            (rf"\bthe {row} row is (above|below) the {row} row\b",
-             lambda m: iter([(("row_order", m[1], m[3]), m[2])])),
-            # arithmetic in reasoning: "3 - 1 = 2", "2 is more than 0"
-            (r"\b(\d+) - (\d+) = (\d+)\b", lambda m: iter([(("arithmetic", m[0]), int(m[1]) - int(m[2]) == int(m[3]))])),
-            (r"\b(\d+) is (not )?more than (\d+)\b",
-             lambda m: iter([(("arithmetic", m[0]), (int(m[1]) > int(m[3])) != bool(m[2]))])),
-            # conclusions that only the question can check
-            (rf"\b{NUM} objects? would remain\b", lambda m: iter([(("remain",), _num(m[1]))])),
-            (rf"\b{NUM} objects? (?:is|are) between them\b", lambda m: iter([(("n_between",), _num(m[1]))])),
-            (rf"\bthat makes {NUM}\b", lambda m: iter([(("that_makes",), _num(m[1]))])),
-        ]]
-
-    @staticmethod
-    def _count(m: re.Match) -> Iterator[Claim]:
-        n, adjective, noun = _num(m[1]), m[2], m[3].rstrip("s")
-        if noun in ("object", "shape"):
-            yield ("count", adjective or "all"), n
-        else:  # "There are 2 circles", "There is 1 red circle"
-            yield ("count", f"{adjective} {noun}" if adjective else noun), n
-
-    @staticmethod
-    def _row(m: re.Match) -> Iterator[Claim]:
-        if m[1] == "nothing":
-            yield ("row_count", m[2]), 0
-        for name in _names(m[1]):
-            yield ("row_of", name), m[2]
-
-    @staticmethod
-    def _vertical(m: re.Match) -> Iterator[Claim]:
-        word = "above" if m[3].startswith(("above", "higher")) else "below"
-        yield _pair("vertical", m[1], m[4], f"not {word}" if m[2] else word, _VERTICAL_FLIP)
-
-    @staticmethod
-    def _larger(m: re.Match) -> Iterator[Claim]:
-        word = "smaller" if m[3] == "smaller" else "larger"
-        yield _pair("larger", m[1], m[4], f"not {word}" if m[2] else word, _SIZE_FLIP)
-
-    def claims(self, answer: str, question: str = "") -> set[Claim]:
-        """Every claim the answer makes, deduplicated (saying a fact twice does not make it count twice)."""
-        out: set[Claim] = set()
-        named = _names(_normalise(question))
-        last = named[-1] if named else None  # the last object named, first in the question: what "it" refers to
-        for sentence in _sentences(answer):
-            sentence, last = _resolve_it(sentence, last)
-            out |= _mentions(sentence)
-            for pattern, claims in self.rules:
-                for m in pattern.finditer(sentence):
-                    out.update(claims(m))
-            if "from left to right" in sentence:  # a listing in order: the names must go left to right
-                names = _names(sentence.split("from left to right", 1)[1])
-                if len(names) >= 2:
-                    out.add((("order", tuple(names)), True))
-        return out
-
-
-def _normalise(text: str) -> str:
-    text = text.lower().replace("center", "centre").replace("color", "colour").replace("grey", "gray")
-    return " ".join(text.replace("**", "").split())
-
-
-def _sentences(text: str) -> list[str]:
-    return [s for s in re.split(r"(?<=[.!?])\s+|\n+", _normalise(text)) if s]
-
-
-def _resolve_it(sentence: str, last: str | None) -> tuple[str, str | None]:
-    """Replace "it" by the object named last before it ("So the red circle is ..., and it is larger ...")."""
-    parts, pos = [], 0
-    for m in re.finditer(rf"\bit\b|{NAME}", sentence):
-        if m[0] == "it":
-            if last is not None:
-                parts += [sentence[pos:m.start()], f"the {last}"]
-                pos = m.end()
-        else:
-            last = m[0]
-    return "".join(parts) + sentence[pos:], last
-
-
-_NEGATION = re.compile(rf"\b(?:no|not an?|not any|isn't an?|without an?|there is no)\s+(?:{SIZE} )?$")
-
-
-def _mentions(sentence: str) -> set[Claim]:
-    """"a large red circle": exists and size; "no red circle" / "not a red circle": does not exist."""
-    out: set[Claim] = set()
-    for m in re.finditer(rf"\b(?:({SIZE}) )?({NAME})s?\b", sentence):
-        negated = _NEGATION.search(sentence[: m.start()] + (f"{m[1]} " if m[1] else "")) is not None
-        out.add((("exists", m[2]), not negated))
-        if m[1] and not negated:
-            out.add((("size", m[2]), m[1]))
-    return out
-
 
 # -- the rule judge: the scene's truth -------------------------------------------------------------------------------
 
@@ -368,7 +175,7 @@ class RuleJudge:
     """Scores an answer against the scene's exact truth, parsed from the context's box lines.
 
     1. Truth: ``parse_context`` gives every object's colour, shape, size, row and column.
-    2. Claims: each sentence of the answer is matched against a small set of patterns (``_Patterns``), each
+    2. Claims: each sentence of the answer is matched against a small set of patterns (``Patterns``), each
        yielding (key, value) claims: object mentions ("a large red circle": it exists, it is large; "no red circle":
        it does not), counts ("There are 3 objects", "two of the objects are red", "There are no circles", digits or
        number words), colours of shapes ("The circle is red"), shapes of colours, sizes, positions ("at the upper
@@ -399,7 +206,7 @@ class RuleJudge:
 
     def __init__(self, n_columns: int = 4, n_rows: int = 4) -> None:
         self.builder = QuestionBuilder(n_columns, n_rows)
-        self.patterns = _Patterns(n_columns, n_rows)
+        self.patterns = Patterns(n_columns, n_rows)
 
     def review(self, question: str, context: str, answer_1: str, answer_2: str, kind: str) -> Review:
         _check_kind(kind)
@@ -411,7 +218,7 @@ class RuleJudge:
     # -- what the question asks ----------------------------------------------------------------------------------
 
     def asks(self, question: str, kind: str, truth: _Truth) -> _Asks:
-        q = _normalise(question)
+        q = normalise_text(question)
         if kind == "detail":
             facts: dict[tuple, set] = {("count", "all"): {len(truth.objs)}}
             for o in truth.objs:
@@ -447,14 +254,14 @@ class RuleJudge:
         if kind == "size":
             return _Asks({("size", a.name): {a.size}}, a.size)
         if kind in ("count_colour", "count_shape"):
-            what = g.get("colour") or _singular(g["shapes"])
+            what = g.get("colour") or singular(g["shapes"])
             k = len(t.matching(what))
             return _Asks({("count", what): {k} | ({"all"} if k == len(objs) else set())}, str(k))
         if kind == "larger":
             if a.size == b.size:
                 return None
             big = a if a.size == "large" else b
-            key, value = _pair("larger", big.name, (b if big is a else a).name, "larger", _SIZE_FLIP)
+            key, value = pair_claim("larger", big.name, (b if big is a else a).name, "larger", SIZE_FLIP)
             return _Asks({key: {value}}, big.name)
         if kind == "position":
             return _Asks({("position", a.name): {self.builder.where(a)}}, self.builder.where(a))
@@ -470,17 +277,17 @@ class RuleJudge:
             return _Asks({("row_of", n): {g["row"]} for n in inside}, join_words(inside))
         if kind == "side":
             actual = "left" if a.column < b.column else "right"
-            key, value = _pair("side", a.name, b.name, actual, _SIDE_FLIP)
+            key, value = pair_claim("side", a.name, b.name, actual, SIDE_FLIP)
             return _Asks({key: {value}}, _yes(actual == g["side"]))
         if kind in ("above", "higher_than"):
-            key, _ = _pair("vertical", a.name, b.name, "above", _VERTICAL_FLIP)
+            key, _ = pair_claim("vertical", a.name, b.name, "above", VERTICAL_FLIP)
             words = t.vertical(a, b) if key[1] == a.name else t.vertical(b, a)
             return _Asks({key: words}, _yes(a.row < b.row))
         if kind == "higher":
             if a.row == b.row:
                 return None
             top, low = (a, b) if a.row < b.row else (b, a)
-            key, value = _pair("vertical", top.name, low.name, "above", _VERTICAL_FLIP)
+            key, value = pair_claim("vertical", top.name, low.name, "above", VERTICAL_FLIP)
             return _Asks({key: {value}}, top.name)
         if kind == "removal":
             return _Asks({("remain",): {len(objs) - 1}}, str(len(objs) - 1))
@@ -493,14 +300,14 @@ class RuleJudge:
             left, right = objs[0], objs[-1]
             if left is right:
                 return None
-            key, _ = _pair("larger", right.name, left.name, "larger", _SIZE_FLIP)
+            key, _ = pair_claim("larger", right.name, left.name, "larger", SIZE_FLIP)
             words = t.larger(right, left) if key[1] == right.name else t.larger(left, right)
             return _Asks({("extreme", "right"): {right.name}, key: words})
         if kind == "same_colour":
             same = len({o.colour for o in objs}) == 1
             return _Asks({("same_colour",): {same}}, _yes(same))
         if kind == "more_than":
-            x, y = _singular(m[1]), _singular(m[2])
+            x, y = singular(m[1]), singular(m[2])
             more = len(t.matching(x)) > len(t.matching(y))
             return _Asks({("more", x, y): {more}}, _yes(more))
         if kind == "between":
@@ -527,7 +334,7 @@ class RuleJudge:
             if verdict is None:
                 key, value = claim
                 if key == ("answer",):
-                    verdict = value == _short_form(asks.short)
+                    verdict = value == short_form(asks.short)
                 elif key in asks.facts or key in asks.checks:
                     verdict = value in asks.facts.get(key, asks.checks.get(key))
             if verdict is None:
@@ -542,10 +349,10 @@ class RuleJudge:
         if hallucinated:
             false += f", not in the image: {', '.join(hallucinated)}"
         if wrong:
-            false += f"; false: {'; '.join(_describe(c) for c in wrong[:4])}"
+            false += f"; false: {'; '.join(describe(c) for c in wrong[:4])}"
         if not right:
             return 1.0, f"no true claim ({len(wrong)} false){false} -> 1"
-        if asks.short is not None and short == _short_form(asks.short):
+        if asks.short is not None and short == short_form(asks.short):
             coverage = 1.0
         elif asks.facts:
             said = {key for key, value in right if value in asks.facts.get(key, ())}
@@ -564,26 +371,13 @@ class RuleJudge:
         "blue square"); for yes/no questions the first word or the last "so yes / so no". None if not one."""
         if asks.short is None:
             return None
-        text = _normalise(answer).strip().rstrip(".!")
+        text = normalise_text(answer).strip().rstrip(".!")
         if asks.short in ("yes", "no"):
             if m := re.match(r"(yes|no)\b", text):
                 return m[1]
             conclusions = re.findall(r"\bso (yes|no)\b", text)
             return conclusions[-1] if conclusions else None
-        form = _short_form(text)
-        if not form or not set(form.split()) <= _SHORT_WORDS:
+        form = short_form(text)
+        if not form or not set(form.split()) <= SHORT_WORDS:
             return None  # a sentence, or words outside the world's: read by the patterns instead
         return form
-
-
-def _short_form(text: str) -> str:
-    """"The blue square." -> "blue square", "Three" -> "3", "red circle, blue square and ..." without commas."""
-    text = re.sub(r"\b(the|a|an)\b|,", " ", _normalise(text).strip().rstrip(".!"))
-    return " ".join(str(_NUMBERS[w]) if w in _NUMBERS and w != "no" else w for w in text.split())
-
-
-def _describe(claim: Claim) -> str:
-    key, value = claim
-    if isinstance(value, frozenset):
-        value = sorted(value)
-    return f"{' '.join(map(str, key))} = {value}"
