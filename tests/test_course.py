@@ -10,10 +10,8 @@ import torch
 
 from minillava.course import RUNNING_QUESTION, STAGES, load_course_model, pack_course_run, running_example
 from minillava.data.dataset import clip_transform
-from minillava.data.pipeline import record_rng
-from minillava.data.teacher import ToyTeacher
-from minillava.data.toy_data import ToyDataConfig
-from minillava.data.world import COLOURS, make_scenes, render, symbolic_context
+from minillava.data.toy_data import ToyDataConfig, held_out_items
+from minillava.data.world import COLOURS
 from minillava.evaluate import answer_questions, evaluate_exact_match, normalise
 from minillava.toy import load_stage2_model
 
@@ -81,14 +79,7 @@ def test_pack_refuses_a_run_without_its_stage1_ablation(tmp_path):
 def test_committed_course_run_is_trained(tmp_path):
     """The notebooks' model: after stage 2 it answers held-out questions far above chance and the running question
     with a colour (right or wrong: one scene is an anecdote); before LLaVA training it answers nothing."""
-    data = ToyDataConfig()
-    teacher = ToyTeacher(data.world.n_columns, data.world.n_rows)
-    items = []
-    for scene in make_scenes("eval", 40, data.seed, data.world):  # the first 40 held-out scenes, as eval.json has them
-        render(scene, data.world).save(tmp_path / f"{scene.id}.png")
-        for q in teacher.eval_questions(symbolic_context(scene, data.world), record_rng("eval", data.seed, scene.id)):
-            items.append({"id": f"{scene.id}-{q.kind}", "image": f"{scene.id}.png", "kind": q.kind,
-                          "question": q.question, "answer": q.answer})
+    items, _ = held_out_items(ToyDataConfig(), tmp_path, n_scenes=40)  # the first 40 held-out scenes of eval.json
     ex = running_example()
     ex.image.save(tmp_path / "running.png")
     running = [{"id": "running", "image": "running.png", "question": ex.question}]

@@ -121,6 +121,22 @@ def _check_owned(out_dir: Path) -> None:
         raise ValueError(f"{out_dir} holds journals without a meta.json; use another folder for the toy run")
 
 
+def held_out_items(cfg: ToyDataConfig, image_folder: Path, n_scenes: int | None = None
+                   ) -> tuple[list[dict], dict[str, str]]:
+    """The evaluation's short-answer questions (eval.json's items) about the first `n_scenes` held-out scenes (all
+    `cfg.n_eval` by default), with their images rendered into `image_folder`; and each scene's symbolic context."""
+    teacher = ToyTeacher(cfg.world.n_columns, cfg.world.n_rows)
+    items, contexts = [], {}
+    for scene in make_scenes("eval", cfg.n_eval if n_scenes is None else n_scenes, cfg.seed, cfg.world):
+        context = contexts[scene.id] = symbolic_context(scene, cfg.world)
+        image = f"{scene.id}.png"
+        render(scene, cfg.world).save(image_folder / image)
+        for q in teacher.eval_questions(context, record_rng("eval", cfg.seed, scene.id)):
+            items.append({"id": f"{scene.id}-{q.kind}", "image": image, "kind": q.kind,
+                          "question": q.question, "answer": q.answer})
+    return items, contexts
+
+
 def generate_toy_data(out_dir: Path, cfg: ToyDataConfig, progress: bool = False) -> dict[str, Path]:
     """Write the toy run's data into `out_dir` from scratch (see the module docstring); returns the file paths.
 
@@ -145,14 +161,8 @@ def generate_toy_data(out_dir: Path, cfg: ToyDataConfig, progress: bool = False)
                                             cfg.vqa_kinds, cfg.vqa_merged, cfg.vqa_balanced)]
         write_json(paths["stage2"], stage2)
 
-    eval_items = []
-    for scene in make_scenes("eval", cfg.n_eval, cfg.seed, cfg.world):
-        context = contexts[scene.id] = symbolic_context(scene, cfg.world)
-        image = f"{scene.id}.png"
-        render(scene, cfg.world).save(paths["images"] / image)
-        for q in teacher.eval_questions(context, record_rng("eval", cfg.seed, scene.id)):
-            eval_items.append({"id": f"{scene.id}-{q.kind}", "image": image, "kind": q.kind,
-                               "question": q.question, "answer": q.answer})
+    eval_items, eval_contexts = held_out_items(cfg, paths["images"])
+    contexts.update(eval_contexts)
 
     # The LM corpus: the same teacher data, but the "image" is described in words.
     lm_kinds = STAGE2_KINDS + ("caption",)
