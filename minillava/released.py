@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from .checkpoints import load_hf_llava, load_llava
+from .checkpoints.hf_llava import hf_llava_config
 from .checkpoints.files import PathLike, read_json
 from .checkpoints.hf_config import llama_config_from_hf, vision_config_from_hf
 from .checkpoints.loaders import SAVED_TOWER, _preset_for
@@ -84,7 +85,7 @@ def read_released(path: PathLike, vision_weights: PathLike | None = None, templa
     config = read_json(path / "config.json")
     where = str(path / "config.json")
     if layout == "transformers":
-        cfg = _hf_llava_config(config, where)
+        cfg = hf_llava_config(config, where)
         inferred = config.get(TEMPLATE_KEY, "v1")  # llava-hf's 1.5 checkpoints: the v1 (Vicuna) template
         aspect = "square"
         pre = path / "preprocessor_config.json"
@@ -101,23 +102,6 @@ def read_released(path: PathLike, vision_weights: PathLike | None = None, templa
     return Released(path=path, layout=layout, cfg=cfg, template=template or inferred, image_aspect_ratio=aspect,
                     tokenizer=path if _has_tokenizer(path) else None,
                     vision_weights=None if vision_weights is None else str(vision_weights))
-
-
-def _hf_llava_config(config: dict, where: str) -> LlavaConfig:
-    """load_hf_llava's reading of a transformers Llava config.json, without the weights."""
-    layer = config.get("vision_feature_layer", -2)
-    if not isinstance(layer, int):
-        raise ValueError(f"{where}: vision_feature_layer={layer!r}: only one feature layer is supported")
-    strategy = config.get("vision_feature_select_strategy", "default")
-    if strategy not in ("default", "full"):
-        raise ValueError(f"{where}: vision_feature_select_strategy={strategy!r} is unknown")
-    vcfg = vision_config_from_hf(config["vision_config"], layer, "patch" if strategy == "default" else "cls_patch",
-                                 where)
-    llm = llama_config_from_hf(config["text_config"], where)
-    token = config.get("image_token_id", config.get("image_token_index"))
-    if token is None:
-        raise ValueError(f"{where}: no image_token_id (or image_token_index)")
-    return LlavaConfig(vision=vcfg, llm=llm, projector="mlp2x_gelu", image_token_id=token)
 
 
 def _original_config(path: Path, config: dict, where: str, vision_weights: PathLike | None) -> LlavaConfig:

@@ -17,17 +17,9 @@ from .hf_config import llama_config_from_hf, llama_config_to_hf, vision_config_f
 from .keymaps import assign, convert, expected_shapes, export_state, hf_llava_key, hf_llava_rules, rename_prefix
 
 
-def load_hf_llava(path_or_model, dtype: torch.dtype | None = None) -> Llava:
-    """A transformers LlavaForConditionalGeneration (a saved folder, or the model object) -> our Llava."""
-    if isinstance(path_or_model, (str, Path)):
-        path = Path(path_or_model)
-        config = read_json(path / "config.json")
-        source: Mapping[str, torch.Tensor] = CheckpointFiles(path, rename=hf_llava_key)
-        where = str(path)
-    else:
-        config = path_or_model.config.to_dict()
-        source = {hf_llava_key(k): v for k, v in path_or_model.state_dict().items()}
-        where = type(path_or_model).__name__
+def hf_llava_config(config: dict, where: str) -> LlavaConfig:
+    """Our LlavaConfig from a transformers Llava config.json's contents (no weight is read); `where` names the
+    source in errors."""
     layer = config.get("vision_feature_layer", -2)
     if not isinstance(layer, int):
         raise ValueError(f"{where}: vision_feature_layer={layer!r}: only one feature layer is supported")
@@ -39,8 +31,24 @@ def load_hf_llava(path_or_model, dtype: torch.dtype | None = None) -> Llava:
     vcfg = vision_config_from_hf(config["vision_config"], layer, "patch" if strategy == "default" else "cls_patch",
                                  where)
     llm = llama_config_from_hf(config["text_config"], where)
-    image_token_id = config.get("image_token_id", config.get("image_token_index"))
-    cfg = LlavaConfig(vision=vcfg, llm=llm, projector="mlp2x_gelu", image_token_id=image_token_id)
+    token = config.get("image_token_id", config.get("image_token_index"))
+    if token is None:
+        raise ValueError(f"{where}: no image_token_id (or image_token_index)")
+    return LlavaConfig(vision=vcfg, llm=llm, projector="mlp2x_gelu", image_token_id=token)
+
+
+def load_hf_llava(path_or_model, dtype: torch.dtype | None = None) -> Llava:
+    """A transformers LlavaForConditionalGeneration (a saved folder, or the model object) -> our Llava."""
+    if isinstance(path_or_model, (str, Path)):
+        path = Path(path_or_model)
+        config = read_json(path / "config.json")
+        source: Mapping[str, torch.Tensor] = CheckpointFiles(path, rename=hf_llava_key)
+        where = str(path)
+    else:
+        config = path_or_model.config.to_dict()
+        source = {hf_llava_key(k): v for k, v in path_or_model.state_dict().items()}
+        where = type(path_or_model).__name__
+    cfg = hf_llava_config(config, where)
     with torch.device("meta"):
         model = Llava(cfg)
     state = convert(hf_llava_rules(cfg), source, expected_shapes(model), where, dtype=dtype)
